@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Install the independent readers ("oracles") the interoperability tests use.
+# See shared/spec/interop.md §2 (zgetdump under qemu-user) and §3 (libkdumpfile).
+#
+# * Host packages (Debian 12): qemu-user-static python3-libkdumpfile kexec-tools
+#   fdisk gdisk zstd util-linux.
+# * s390x s390-tools 2.16 zgetdump, extracted (not installed) into
+#   ${ZFCPDUMP_ORACLES:-/var/cache/zfcpdump-oracles}/s390x/root and run with
+#   `qemu-s390x-static -L ROOT ROOT/sbin/zgetdump`.
+#
+# Idempotent and quiet; safe to re-run. Needs root (apt-get install); works without a
+# TTY and with stdin closed. Prints one summary line at the end.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+export LC_ALL=C
+START=$SECONDS
+
+HOST_PKGS=(qemu-user-static python3-libkdumpfile kexec-tools fdisk gdisk zstd util-linux)
+# zgetdump's NEEDED entries: libz.so.1, libfuse.so.2, libpthread.so.0, libc.so.6.
+S390X_PKGS=(s390-tools libc6 libfuse2 zlib1g)
+
+CACHE=${ZFCPDUMP_ORACLES:-/var/cache/zfcpdump-oracles}
+W=$CACHE/s390x
+ROOT=$W/root
+
+LOG=$(mktemp -t install-oracles.XXXXXX)
+trap 'rm -f "$LOG"' EXIT
+
+die() {
+    echo "install-oracles: $*" >&2
+    if [ -s "$LOG" ]; then
+        echo "--- log ---" >&2
+        tail -n 40 "$LOG" >&2
+    fi
+    exit 1
+}
+
+# Run a command with its output in $LOG; show the log only if it fails.
+quiet() {
+    "$@" </dev/null >>"$LOG" 2>&1 || die "failed: $*"
+}
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "must run as root (or have sudo)"
+    SUDO=(sudo -n)
+fi
+
+# ---------------------------------------------------------------------------
+# 1. Host packages
+# ---------------------------------------------------------------------------
+missing=()
+for p in "${HOST_PKGS[@]}"; do
+    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$st" = installed ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    APT_INSTALL=(apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0)
+    # `apt-get update` only if needed: no package lists at all, or a package has no
+    # install candidate, or the install fails (stale lists -> 404).
+    need_update=0
+    if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+        need_update=1
+    else
+        for p in "${missing[@]}"; do
+            cand=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
+            if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then need_update=1; fi
+        done
+    fi
+    if [ $need_update -eq 1 ]; then
+        quiet "${SUDO[@]}" apt-get update -qq
+    fi
+    if ! "${SUDO[@]}" "${APT_INSTALL[@]}" "${missing[@]}" </dev/null >>"$LOG" 2>&1; then
+        [ $need_update -eq 1 ] && die "apt-get install ${missing[*]} failed"
+        quiet "${SUDO[@]}" apt-get update -qq
+        quiet "${SUDO[@]}" "${APT_INSTALL[@]}" "${missing[@]}"
+    fi
+fi
+
+# ---------------------------------------------------------------------------
+# 2. s390x zgetdump (s390-tools) extracted under $ROOT, run through qemu-user
+# ---------------------------------------------------------------------------
+zgetdump_version() {
+    # -> e.g. "2.16.0"; empty if it does not run
+    qemu-s390x-static -L "$ROOT" "$ROOT/sbin/zgetdump" -v </dev/null 2>/dev/null \
+        | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1 || true
+}
+
+ZG_VER=""
+if [ -x "$ROOT/sbin/zgetdump" ]; then
+    ZG_VER=$(zgetdump_version)
+fi
+
+if [ -z "$ZG_VER" ]; then
+    "${SUDO[@]}" mkdir -p "$W"
+    [ -w "$W" ] || die "$W is not writable"
+    mkdir -p "$W/lists/partial" "$W/cache"
+    rm -rf "$W/debs" "$W/root.new"
+    mkdir -p "$W/debs" "$W/root.new"
+    # A separate lists directory (and package caches) keep the host's apt state
+    # untouched. APT::Sandbox::User=root avoids the "unsandboxed as root" warning.
+    APTX=(-o APT::Architecture=s390x -o APT::Architectures=s390x
+          -o "Dir::State::Lists=$W/lists"
+          -o "Dir::Cache=$W/cache" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
+    if [ "$(id -u)" -eq 0 ]; then APTX+=(-o APT::Sandbox::User=root); fi
+    quiet apt-get "${APTX[@]}" -qq update
+    (cd "$W/debs" && quiet apt-get "${APTX[@]}" -qq download "${S390X_PKGS[@]}") \
+        || die "apt-get download ${S390X_PKGS[*]} (s390x) failed"
+    for f in "$W"/debs/*.deb; do
+        quiet dpkg-deb -x "$f" "$W/root.new"
+    done
+    [ -x "$W/root.new/sbin/zgetdump" ] || die "no sbin/zgetdump in the s390x s390-tools package"
+    # Keep a record of what was extracted.
+    (cd "$W/debs" && ls -1 ./*.deb | sed 's|^\./||') >"$W/root.new/.oracle-debs"
+    rm -rf "$ROOT"
+    mv "$W/root.new" "$ROOT"
+    rm -rf "$W/debs"
+    ZG_VER=$(zgetdump_version)
+    [ -n "$ZG_VER" ] || die "zgetdump does not run under qemu-s390x-static"
+fi
+
+# ---------------------------------------------------------------------------
+# 3. Summary
+# ---------------------------------------------------------------------------
+summary=("zgetdump $ZG_VER (qemu-user)")
+kdf=$(dpkg-query -W -f='${Version}' python3-libkdumpfile 2>/dev/null | sed 's/-[^-]*$//' || true)
+if [ -n "$kdf" ] && /usr/bin/python3 -c 'import kdumpfile' </dev/null >/dev/null 2>&1; then
+    summary+=("libkdumpfile $kdf")
+else
+    summary+=("libkdumpfile MISSING")
+fi
+if command -v vmcore-dmesg >/dev/null 2>&1 || [ -x /usr/sbin/vmcore-dmesg ]; then
+    summary+=("vmcore-dmesg")
+fi
+for t in zstd sfdisk sgdisk losetup; do
+    command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] || summary+=("$t MISSING")
+done
+
+IFS=','
+line="${summary[*]}"
+unset IFS
+echo "oracles: ${line//,/, } [$CACHE] ($((SECONDS - START))s)"

@@ -1,0 +1,362 @@
+"""`dump`: zfcpdump v3's capture protocol (behaviour.md §2.2-§2.5, §3, §4).
+
+  boot record -> superblock -> partition match -> checksum check -> size check
+  -> busy marker + checksum (flushed) -> HSA ranges, release HSA -> other ranges
+  -> flush -> page 0 -> checksum -> flush.
+
+Until page 0 is written the partition starts with the busy marker, so an interrupted
+or failed capture never looks like a dump. Everything that can refuse happens before
+the first byte is written.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from . import engine as engines
+from .disk import device
+from .disk.cksm import cksm
+from .disk.target import DumpPartition, match_partition
+from .disk.zipl import BUSY_MARKER, CSUM_SEED, SUPERBLOCK_SIZE, ScsiMbr, Superblock, SUPERBLOCK_MAGIC
+from .errors import DiskRefused, DumpFailed, InvalidCore, NotThisFormat
+from .progress import Progress, mib
+from .readers.elf import ElfCore, parse_elf_core
+
+PAGE = 4096
+
+
+@dataclass(frozen=True)
+class CopyEntry:
+    offset: int  # file offset in the vmcore == offset in the partition
+    size: int
+    hsa: bool
+
+
+def copy_table(core: ElfCore, vmcore_size: int, hsa_size: int) -> list[CopyEntry]:
+    """The order in which the vmcore is copied (behaviour.md §2.3 step 5, §3.2):
+    HSA-backed file ranges first, then the rest, bytes [0, 4096) last. Ranges are
+    disjoint and cover [0, vmcore_size) exactly once."""
+    page0 = min(PAGE, vmcore_size)
+    hsa: list[tuple[int, int]] = []
+    if hsa_size > 0:
+        for ph in core.loads:
+            if ph.paddr < hsa_size and ph.filesz:
+                start = max(ph.offset, page0)
+                end = ph.offset + min(ph.filesz, hsa_size - ph.paddr)
+                if end > start:
+                    hsa.append((start, end))
+        if not hsa:
+            raise InvalidCore("Could not find ELF LOAD segments containing HSA")
+    merged: list[list[int]] = []
+    for start, end in sorted(hsa):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    table = [CopyEntry(s, e - s, True) for s, e in merged]
+    pos = page0
+    for s, e in merged:
+        if s > pos:
+            table.append(CopyEntry(pos, s - pos, False))
+        pos = max(pos, e)
+    if vmcore_size > pos:
+        table.append(CopyEntry(pos, vmcore_size - pos, False))
+    table.append(CopyEntry(0, page0, False))
+    return table
+
+
+@dataclass
+class CaptureOptions:
+    vmcore: str = "/proc/vmcore"
+    disk: str = "/dev/sda"
+    engine: str = "rust"
+    zcore_dir: str = "/sys/kernel/debug/zcore"
+    release_hsa: bool = True
+    verify: bool = False
+    direct: Optional[bool] = None
+    buffer_size: int = 4 << 20
+    queue_depth: int = 4
+    progress_interval_s: float = 10.0
+    block_size: Optional[int] = None  # image files: override the detected block size
+    meta_path: Optional[str] = None
+
+
+@dataclass
+class CaptureResult:
+    partition: DumpPartition
+    vmcore_size: int
+    digest: Optional[str] = None  # SHA-256 of the dump as written (with --verify)
+    direct: bool = False
+    ranges: list[CopyEntry] = field(default_factory=list)
+
+
+class Console:
+    """Where capture messages go: text to `out`, ERROR:/WARNING: lines to `err`.
+    Empty lines are a space and a newline so that the SCLP console shows them."""
+
+    def __init__(self, out: Callable[[str], None], err: Callable[[str], None]):
+        self.out = out
+        self.err = err
+
+    def blank(self) -> None:
+        self.out(" ")
+
+
+def read_hsa_size(zcore_dir: str) -> int:
+    try:
+        with open(os.path.join(zcore_dir, "hsa")) as f:
+            return int(f.read().strip() or "0", 16)
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError) as exc:
+        raise DumpFailed(f"Cannot read {zcore_dir}/hsa: {exc}") from None
+
+
+def release_hsa(zcore_dir: str) -> None:
+    with open(os.path.join(zcore_dir, "hsa"), "w") as f:
+        f.write("0")
+
+
+class Capture:
+    """One capture run. `run()` raises DiskRefused/InvalidCore before anything is
+    written, DumpFailed (or the interrupting exception) after."""
+
+    def __init__(self, opts: CaptureOptions, console: Console):
+        self.opts = opts
+        self.console = console
+        self.engine = engines.get_engine(opts.engine)
+        self.hsa_released = False
+
+    # ---- validation (nothing written) ------------------------------------------
+    def locate(self, disk_fd: int) -> tuple[DumpPartition, Superblock]:
+        raw = os.pread(disk_fd, 152, 0)
+        if len(raw) < 152:
+            raise DiskRefused("Cannot read MBR")
+        mbr = ScsiMbr.from_bytes(raw)
+        mbr.check_dump_boot_info()
+        raw_sb = os.pread(disk_fd, SUPERBLOCK_SIZE, mbr.superblock_offset)
+        if len(raw_sb) < SUPERBLOCK_SIZE:
+            raise DiskRefused("Cannot read superblock")
+        sb = Superblock.from_bytes(raw_sb)
+        if sb.magic != SUPERBLOCK_MAGIC:
+            raise DiskRefused("Dump data block wrong magic")
+        part = match_partition(self.opts.disk, disk_fd, sb.part_start, sb.part_size,
+                               self.opts.block_size)
+        try:
+            area = os.pread(disk_fd, sb.csum_size, sb.part_start + sb.csum_offset)
+        except OSError:
+            raise DiskRefused("Error reading checksum from disk; Getting Checksum failed") from None
+        if len(area) != sb.csum_size:
+            raise DiskRefused("Error reading checksum from disk; Getting Checksum failed")
+        if cksm(area, CSUM_SEED) != sb.csum:
+            raise DiskRefused("Checksum wrong, filesystem changed")
+        return part, sb
+
+    # ---- the run --------------------------------------------------------------------
+    def run(self) -> CaptureResult:
+        o = self.opts
+        try:
+            src_fd = os.open(o.vmcore, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise InvalidCore(f"Cannot open {o.vmcore}: {exc.strerror}") from None
+        try:
+            vmcore_size = device.size_of(src_fd)
+            try:
+                core = parse_elf_core(src_fd, vmcore_size)
+            except NotThisFormat:
+                raise InvalidCore("Only 64 bit core dump files are supported "
+                                  f"({o.vmcore} is not an ELF file)") from None
+            if device.is_block_device(o.disk) and device.partition_info(o.disk) is not None:
+                raise DiskRefused(f"{o.disk} is a partition: give the whole disk "
+                                  f"(e.g. {device.partition_info(o.disk).disk_node})")
+            if not os.path.exists(o.disk):
+                raise DiskRefused(f"Cannot open {o.disk}: No such file or directory")
+            disk_fd = device.open_exclusive(o.disk)
+            try:
+                return self._capture(src_fd, disk_fd, core, vmcore_size)
+            finally:
+                os.close(disk_fd)
+        finally:
+            os.close(src_fd)
+            if not self.hsa_released:
+                self._release_hsa_quietly()
+
+    def _capture(self, src_fd: int, disk_fd: int, core: ElfCore, vmcore_size: int) -> CaptureResult:
+        o, c = self.opts, self.console
+        part, sb = self.locate(disk_fd)
+        c.out(f" partition: {part.name}")
+        hsa_size = read_hsa_size(o.zcore_dir)
+        table = copy_table(core, vmcore_size, hsa_size)
+        if vmcore_size > sb.dump_size:
+            raise DiskRefused(
+                f"Disk too small: dump={mib(vmcore_size)}MB (diskspace={mib(sb.dump_size)}MB)"
+            )
+        if hsa_size == 0:
+            self.hsa_released = True  # nothing to release
+        c.blank()
+        c.out("Writing dump:")
+        base = part.start + sb.dump_offset
+        progress = Progress(vmcore_size, c.out, interval_s=o.progress_interval_s,
+                            tty=_stderr_if_tty())
+        progress.update(0)
+        try:
+            self._write_busy(disk_fd, sb, base)
+            result = self._copy(src_fd, disk_fd, table, base, part, progress)
+        except BaseException:
+            self._checksum_after_failure(disk_fd, sb)
+            raise
+        progress.finish()
+        result.ranges = table
+        return result
+
+    def _write_busy(self, disk_fd: int, sb: Superblock, base: int) -> None:
+        self._pwrite(disk_fd, BUSY_MARKER, base, "Write of busy marker to partition")
+        self._update_checksum(disk_fd, sb)
+        self._flush(disk_fd)
+
+    def _copy(self, src_fd: int, disk_fd: int, table: list[CopyEntry], base: int,
+              part: DumpPartition, progress: Progress) -> CaptureResult:
+        o = self.opts
+        page0 = table[-1]
+        bulk = table[:-1]
+        hsa = [e for e in bulk if e.hsa]
+        rest = [e for e in bulk if not e.hsa]
+        done = 0
+        digests: list[bytes] = []
+        direct_used = False
+        for group in (hsa, rest):
+            if group is rest and not self.hsa_released:
+                self._release_hsa()
+            if not group:
+                continue
+            ranges = [(e.offset, base + e.offset, e.size) for e in group]
+            start_done = done
+            try:
+                res = self.engine.copy_ranges(
+                    src_fd, disk_fd, ranges, direct=o.direct, buffer_size=o.buffer_size,
+                    queue_depth=o.queue_depth, block_size=part.block_size,
+                    digest=o.verify, sync=True,
+                    progress=lambda n, s=start_done: progress.update(s + n),
+                )
+            except engines.EngineIOError as exc:
+                raise DumpFailed(self._io_message(exc, base)) from None
+            done += res.bytes_copied
+            digests.extend(res.digests)
+            direct_used = direct_used or res.direct
+        # Page 0 makes the dump valid: only after everything else is durable.
+        head = os.pread(src_fd, page0.size, 0)
+        if len(head) != page0.size:
+            raise DumpFailed(f"Read from {o.vmcore} failed: offset=0x{0:016x} bytes=0x{page0.size:016x}"
+                             "\nunexpected end of file")
+        self._pwrite(disk_fd, head, base, "Write to partition")
+        self._flush(disk_fd)
+        sb = Superblock.from_bytes(os.pread(disk_fd, SUPERBLOCK_SIZE, self._sb_offset))
+        self._update_checksum(disk_fd, sb)
+        self._flush(disk_fd)
+        progress.update(done + page0.size)
+        result = CaptureResult(part, page0.size + done, direct=direct_used)
+        if o.verify:
+            digests.append(hashlib.sha256(head).digest())
+            result.digest = self._verify(disk_fd, table, base, digests)
+        return result
+
+    def _verify(self, disk_fd: int, table: list[CopyEntry], base: int, digests: list[bytes]) -> str:
+        """Read the written dump back (past the page cache) and compare each range's
+        SHA-256 with the one computed while copying. Returns the whole-dump digest."""
+        order = [e for e in table[:-1] if e.hsa] + [e for e in table[:-1] if not e.hsa] + [table[-1]]
+        total = sum(e.size for e in table)
+        os.posix_fadvise(disk_fd, base, total, os.POSIX_FADV_DONTNEED)
+        try:
+            back = self.engine.read_digests(disk_fd, [(base + e.offset, e.size) for e in order])
+            whole = self.engine.read_digests(disk_fd, [(base, total)])[0]
+        except engines.EngineIOError as exc:
+            raise DumpFailed(f"Verification read failed: offset=0x{exc.offset - base:016x} "
+                             f"bytes=0x{exc.length:016x}\n{exc.strerror}") from None
+        for entry, want, got in zip(order, digests, back):
+            if want != got:
+                raise DumpFailed(
+                    f"Verification failed: partition bytes 0x{entry.offset:016x}-"
+                    f"0x{entry.offset + entry.size - 1:016x} differ from {self.opts.vmcore}"
+                )
+        return whole.hex()
+
+    # ---- helpers ------------------------------------------------------------------
+    @property
+    def _sb_offset(self) -> int:
+        return self._superblock_offset
+
+    def _update_checksum(self, disk_fd: int, sb: Superblock) -> None:
+        self._superblock_offset = ScsiMbr.from_bytes(os.pread(disk_fd, 152, 0)).superblock_offset
+        area = os.pread(disk_fd, sb.csum_size, sb.part_start + sb.csum_offset)
+        new = sb.with_csum(cksm(area, CSUM_SEED))
+        self._pwrite(disk_fd, new.to_bytes(), self._superblock_offset, "Write of superblock")
+
+    def _checksum_after_failure(self, disk_fd: int, sb: Superblock) -> None:
+        """On any failure: the checksum still matches what is there (the busy marker),
+        so the next capture is allowed, and it is flushed."""
+        try:
+            self._update_checksum(disk_fd, sb)
+            os.fsync(disk_fd)
+        except (OSError, DumpFailed) as exc:
+            self.console.err(f"ERROR: Checksum update after failure failed: {exc}")
+
+    def _pwrite(self, fd: int, data: bytes, offset: int, what: str) -> None:
+        view = memoryview(data)
+        pos = offset
+        try:
+            while view:
+                n = os.pwrite(fd, view, pos)
+                if n <= 0:
+                    raise OSError(errno.EIO, "write returned 0")
+                view = view[n:]
+                pos += n
+        except OSError as exc:
+            raise DumpFailed(f"{what} failed: offset=0x{offset:016x} bytes=0x{len(data):016x}"
+                             f"\n{exc.strerror}") from None
+
+    def _flush(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise DumpFailed(f"Flush of partition failed (fsync)\n{exc.strerror}") from None
+
+    def _io_message(self, exc: "engines.EngineIOError", base: int) -> str:
+        text = exc.strerror or os.strerror(exc.errno or errno.EIO)
+        if exc.op == "read":
+            return (f"Read from {self.opts.vmcore} failed: offset=0x{exc.offset:016x} "
+                    f"bytes=0x{exc.length:016x}\n{text}")
+        if exc.op == "write":
+            return (f"Write to partition failed: offset=0x{exc.offset - base:016x} "
+                    f"bytes=0x{exc.length:016x}\n{text}")
+        if exc.op == "flush":
+            return f"Flush of partition failed (fdatasync)\n{text}"
+        return f"I/O failed ({exc.op}): {text}"
+
+    def _release_hsa(self) -> None:
+        if not self.opts.release_hsa:
+            self.hsa_released = True
+            return
+        try:
+            release_hsa(self.opts.zcore_dir)
+        except OSError as exc:
+            self.console.err(f"WARNING: Could not release HSA: {exc.strerror}")
+        self.hsa_released = True
+
+    def _release_hsa_quietly(self) -> None:
+        if self.opts.release_hsa and os.path.exists(os.path.join(self.opts.zcore_dir, "hsa")):
+            try:
+                if read_hsa_size(self.opts.zcore_dir):
+                    release_hsa(self.opts.zcore_dir)
+            except (OSError, DumpFailed):
+                pass
+        self.hsa_released = True
+
+
+def _stderr_if_tty():
+    import sys
+
+    return sys.stderr if sys.stderr.isatty() else None

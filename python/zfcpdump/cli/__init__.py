@@ -1,0 +1,1 @@
+"""Command-line front ends: `zfcpdump` (subcommands) and `zgetdump` (s390-tools syntax)."""

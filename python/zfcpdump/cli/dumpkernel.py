@@ -1,0 +1,73 @@
+"""What only a real dump kernel does (behaviour.md §2.1, §2.5): banner, mounts, the
+IPL parameters, and re-IPL or power-off at the end. Portable mode uses the banner only;
+everything that changes the machine is opt-in there."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+
+from ..capture import Console
+
+
+def banner(console: Console) -> None:
+    console.out("Linux System Dumper starting")
+    console.out("")
+    console.out("Version 3.0 (64 bit)")
+
+
+def _mount(source: str, target: str, fstype: str) -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    os.makedirs(target, exist_ok=True)
+    if libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) == 0:
+        return True
+    return ctypes.get_errno() == 16  # EBUSY: already mounted
+
+
+def start(console: Console) -> None:
+    banner(console)
+    for source, target, fstype, name in (("proc", "/proc", "proc", "proc"),
+                                         ("sysfs", "/sys", "sysfs", "sysfs"),
+                                         ("debugfs", "/sys/kernel/debug", "debugfs", "debugfs")):
+        if not os.path.ismount(target) and not _mount(source, target, fstype):
+            console.err(f"ERROR: Unable to mount {name}")
+    try:
+        with open("/proc/version") as f:
+            console.out(f.read().rstrip("\n"))
+    except OSError:
+        pass
+    console.blank()
+
+
+def print_ipl_parameters(console: Console) -> None:
+    for label, name in (("devno....", "device"), ("wwpn.....", "wwpn"), ("lun......", "lun"),
+                        ("conf.....", "bootprog")):
+        try:
+            with open(f"/sys/firmware/ipl/{name}") as f:
+                console.out(f" {label}: {f.read().strip()}")
+        except OSError:
+            pass
+
+
+def finish(console: Console, *, reipl: bool, poweroff: bool, zcore_dir: str, sleep: bool) -> None:
+    if sleep:
+        time.sleep(3)
+    if reipl:
+        path = os.path.join(zcore_dir, "reipl")
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except OSError:
+            fd = -1  # upstream skips silently when the file cannot be opened
+        if fd >= 0:
+            try:
+                os.write(fd, b"1")
+            except OSError as exc:
+                console.err(f"ERROR: Write to {path} failed")
+                console.err(exc.strerror or "")
+            finally:
+                os.close(fd)
+    if poweroff:
+        os.sync()
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.reboot(0x4321FEDC)  # LINUX_REBOOT_CMD_POWER_OFF

@@ -1,0 +1,102 @@
+"""`zfcpdump`: one CLI, one module per subcommand (cli/cmd_<name>.py).
+
+Each command module has `register(subparsers)` and `run(args) -> int`. Errors the
+project raises on purpose end in one stderr line and a documented exit code; a
+traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from typing import Optional, Sequence
+
+from .. import __version__
+from ..errors import EXIT_FAILED, EXIT_SIGNAL_BASE, EXIT_USAGE, ZfcpdumpError
+
+# Order is the order of `zfcpdump --help`.
+COMMANDS = ["dump", "prepare", "info", "device", "copy", "check", "mount", "umount", "bench", "demo"]
+
+EPILOG = """\
+exit status:
+  0    success ("Dump successful")
+  1    failure: dump failed, disk refused, bad input
+  2    usage error
+  128+N  stopped by signal N (130 for Ctrl-C, 143 for SIGTERM)
+
+With no command, `zfcpdump` runs `zfcpdump dump` with its defaults (/proc/vmcore to
+/dev/sda), as s390-tools' zfcpdump does in a dump kernel.
+"""
+
+
+class SignalExit(BaseException):
+    """Raised from a signal handler (SIGTERM, SIGHUP) so the capture unwinds cleanly."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signal(signum: int, _frame: object) -> None:
+    raise SignalExit(signum)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(
+        prog="zfcpdump",
+        description="Capture a crashed Linux system's memory (/proc/vmcore) to a prepared "
+        "SCSI dump partition, byte-compatible with s390-tools, and read dumps back.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"zfcpdump {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules: dict[str, object] = {}
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f".cmd_{name}", __package__)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.endswith(f"cmd_{name}"):
+                continue  # command not built yet
+            raise
+        module.register(sub)  # type: ignore[attr-defined]
+        modules[name] = module
+    return parser, modules
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser, modules = build_parser()
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in
+                         ("-h", "--help", "--version", "--debug")):
+        args_list = ["dump", *args_list]
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:
+        return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
+    if args.command is None:
+        args = parser.parse_args(["dump"])
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_signal)
+    try:
+        return int(modules[args.command].run(args))  # type: ignore[attr-defined]
+    except ZfcpdumpError as exc:
+        if args.debug:
+            raise
+        print(f"zfcpdump: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("zfcpdump: interrupted", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + signal.SIGINT
+    except SignalExit as exc:
+        print(f"zfcpdump: stopped by signal {exc.signum}", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + exc.signum
+    except BrokenPipeError:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

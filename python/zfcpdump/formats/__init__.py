@@ -1,0 +1,1 @@
+"""Byte layouts shared by readers and writers (zgetdump's df_*.h)."""

@@ -1,0 +1,1 @@
+"""Readers of dump formats; `open_dump` probes them in a fixed order."""

@@ -1,0 +1,1031 @@
+//! Bulk-copy engine: `pread` into a pool of reused, pre-faulted, page-aligned buffers,
+//! hand them through bounded channels to `queue_depth` writer threads (`pwrite` at
+//! disjoint offsets, optionally through an `O_DIRECT` reopen of the destination) and to
+//! one hasher thread (SHA-256 per range, in range order).
+//!
+//! Threads (all scoped, all joined before returning):
+//! * the **calling thread** only coordinates: every ~100 ms it calls the progress
+//!   callback (which the Python layer uses to check signals); a `false` answer stops
+//!   the pipeline;
+//! * one **reader** walks the ranges in list order and fills buffers;
+//! * `queue_depth` **writers** write them;
+//! * one **hasher** (only with `digest`) hashes them in read order.
+//!
+//! A buffer goes back to the free pool when its last consumer (writer and/or hasher) is
+//! done with it. No allocation per chunk, no user-space copy besides the kernel's.
+//!
+//! O_DIRECT: the aligned interior of each range is written with `O_DIRECT`; the partial
+//! edge blocks (at most two per range, each smaller than a block) are kept in memory and
+//! written at the end, serially and in range order, with a buffered `pwrite` on the
+//! caller's descriptor. The kernel does the read-modify-write of the block in the page
+//! cache, so two ranges sharing an edge block stay correct, and a regular file is never
+//! extended past the end of the last range. The final `fdatasync` flushes both.
+
+use std::os::unix::io::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use sha2::{Digest, Sha256};
+
+/// How often the coordinator calls the progress callback.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// The operation that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Read,
+    Write,
+    Flush,
+    Open,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Flush => "flush",
+            Op::Open => "open",
+        }
+    }
+}
+
+/// An I/O failure with everything needed for the `ERROR: ... offset=0x... bytes=0x...`
+/// message: errno, operation, byte offset in the file that failed and request length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineError {
+    pub op: Op,
+    pub offset: u64,
+    pub length: u64,
+    pub errno: i32,
+    pub strerror: String,
+    pub path: Option<String>,
+}
+
+impl EngineError {
+    pub fn new(op: Op, fd: RawFd, offset: u64, length: u64, errno: i32) -> Self {
+        EngineError { op, offset, length, errno, strerror: strerror(errno), path: fd_path(fd) }
+    }
+
+    fn eof(fd: RawFd, offset: u64, length: u64) -> Self {
+        EngineError {
+            op: Op::Read,
+            offset,
+            length,
+            errno: libc::EIO,
+            strerror: "unexpected end of file".into(),
+            path: fd_path(fd),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed: offset=0x{:016x} bytes=0x{:016x}: [Errno {}] {}",
+            self.op.as_str(),
+            self.offset,
+            self.length,
+            self.errno,
+            self.strerror
+        )?;
+        if let Some(p) = &self.path {
+            write!(f, ": {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a copy did not complete.
+#[derive(Debug)]
+pub enum CopyError {
+    /// A read/write/flush/open failed.
+    Io(EngineError),
+    /// The progress callback returned `false`.
+    Cancelled,
+    /// Bad arguments (maps to `ValueError`).
+    Invalid(String),
+    /// Any other OS failure (e.g. the buffer pool could not be allocated).
+    Os(std::io::Error),
+}
+
+impl From<EngineError> for CopyError {
+    fn from(e: EngineError) -> Self {
+        CopyError::Io(e)
+    }
+}
+
+impl std::fmt::Display for CopyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyError::Io(e) => e.fmt(f),
+            CopyError::Cancelled => f.write_str("cancelled"),
+            CopyError::Invalid(m) => f.write_str(m),
+            CopyError::Os(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CopyError {}
+
+/// Options of [`copy_ranges`]; see the Python docstring in `_core.pyi`.
+#[derive(Clone, Debug)]
+pub struct CopyOptions {
+    /// `None`: try O_DIRECT, fall back to buffered on any failure to open it, or redo
+    /// the copy buffered on `EINVAL` from a direct write. `Some(true)`: O_DIRECT or error.
+    pub direct: Option<bool>,
+    pub buffer_size: usize,
+    pub queue_depth: usize,
+    pub block_size: usize,
+    pub digest: bool,
+    pub sync: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            direct: None,
+            buffer_size: 4 << 20,
+            queue_depth: 4,
+            block_size: 512,
+            digest: false,
+            sync: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyResult {
+    pub bytes_copied: u64,
+    pub digests: Vec<[u8; 32]>,
+    pub direct: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Small OS helpers
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// `strerror` text without Rust's " (os error N)" suffix.
+pub fn strerror(e: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(e).to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The path behind a descriptor, for error messages.
+pub fn fd_path(fd: RawFd) -> Option<String> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// `pread` until `buf` is full. EINTR is retried; EOF before the end is an error.
+pub fn pread_full(fd: RawFd, buf: &mut [u8], offset: u64) -> Result<(), EngineError> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let off = offset + done as u64;
+        let want = buf.len() - done;
+        // SAFETY: the pointer/length pair is inside `buf`.
+        let n = unsafe {
+            libc::pread(fd, buf[done..].as_mut_ptr().cast(), want, off as libc::off_t)
+        };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(EngineError::new(Op::Read, fd, off, want as u64, e));
+        }
+        if n == 0 {
+            return Err(EngineError::eof(fd, off, want as u64));
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Write all of `buf` at `offset` through `write(chunk, offset) -> io::Result<usize>`,
+/// looping on short writes and retrying EINTR. A write that returns 0 is an error (EIO).
+/// On failure returns `(offset, length, errno)` of the failing call.
+pub fn write_all_at<F>(mut write: F, buf: &[u8], offset: u64) -> Result<(), (u64, u64, i32)>
+where
+    F: FnMut(&[u8], u64) -> std::io::Result<usize>,
+{
+    let mut done = 0usize;
+    while done < buf.len() {
+        let off = offset + done as u64;
+        let want = (buf.len() - done) as u64;
+        match write(&buf[done..], off) {
+            Ok(0) => return Err((off, want, libc::EIO)),
+            Ok(n) => done += n.min(buf.len() - done),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err((off, want, e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+    }
+    Ok(())
+}
+
+fn pwrite_fn(fd: RawFd) -> impl FnMut(&[u8], u64) -> std::io::Result<usize> {
+    move |b: &[u8], off: u64| {
+        // SAFETY: valid slice.
+        let n = unsafe { libc::pwrite(fd, b.as_ptr().cast(), b.len(), off as libc::off_t) };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+fn pwrite_all(fd: RawFd, report_fd: RawFd, buf: &[u8], offset: u64) -> Result<(), EngineError> {
+    write_all_at(pwrite_fn(fd), buf, offset)
+        .map_err(|(o, l, e)| EngineError::new(Op::Write, report_fd, o, l, e))
+}
+
+fn fdatasync(fd: RawFd) -> Result<(), EngineError> {
+    loop {
+        // SAFETY: plain syscall.
+        if unsafe { libc::fdatasync(fd) } == 0 {
+            return Ok(());
+        }
+        let e = errno();
+        if e != libc::EINTR {
+            return Err(EngineError::new(Op::Flush, fd, 0, 0, e));
+        }
+    }
+}
+
+/// An owned descriptor closed on drop (the O_DIRECT reopen).
+struct OwnedFd(RawFd);
+
+impl Drop for OwnedFd {
+    fn drop(&mut self) {
+        // SAFETY: we own it.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Reopen `fd` through /proc/self/fd with O_DIRECT|O_RDWR (a new open file description).
+/// Refused (EBADF) if `fd` itself is not open for writing, so the reopen never grants
+/// more access than the caller's descriptor has.
+fn open_direct(fd: RawFd) -> Result<OwnedFd, EngineError> {
+    // SAFETY: plain fcntl.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 {
+        return Err(EngineError::new(Op::Open, fd, 0, 0, errno()));
+    }
+    if fl & libc::O_ACCMODE == libc::O_RDONLY {
+        return Err(EngineError::new(Op::Open, fd, 0, 0, libc::EBADF));
+    }
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).unwrap();
+    loop {
+        // SAFETY: valid C string.
+        let n = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC) };
+        if n >= 0 {
+            return Ok(OwnedFd(n));
+        }
+        let e = errno();
+        if e != libc::EINTR {
+            return Err(EngineError::new(Op::Open, fd, 0, 0, e));
+        }
+    }
+}
+
+/// Logical block size of `fd` if it is a block device (`BLKSSZGET`).
+fn logical_block_size(fd: RawFd) -> Option<usize> {
+    // SAFETY: fstat into a zeroed struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFBLK {
+        return None;
+    }
+    const BLKSSZGET: libc::c_ulong = 0x1268;
+    let mut n: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int.
+    let r = unsafe { libc::ioctl(fd, BLKSSZGET as _, &mut n as *mut libc::c_int) };
+    (r == 0 && n > 0 && (n as usize).is_power_of_two()).then_some(n as usize)
+}
+
+// ---------------------------------------------------------------------------------------
+// Buffer pool
+
+/// `n` buffers of `size` bytes in one anonymous, pre-faulted mapping (page aligned).
+struct Pool {
+    ptr: *mut u8,
+    size: usize,
+    n: usize,
+}
+
+// SAFETY: the pipeline hands each buffer index to one writer (the reader) at a time, and
+// to readers only after it has been filled; the channels provide the happens-before.
+unsafe impl Send for Pool {}
+unsafe impl Sync for Pool {}
+
+impl Pool {
+    fn new(n: usize, size: usize) -> std::io::Result<Pool> {
+        let total = n.checked_mul(size).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
+        // SAFETY: anonymous private mapping.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Pool { ptr: p.cast(), size, n })
+    }
+
+    /// SAFETY: the caller must hold buffer `i` exclusively.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn buf_mut(&self, i: usize, len: usize) -> &mut [u8] {
+        debug_assert!(i < self.n && len <= self.size);
+        std::slice::from_raw_parts_mut(self.ptr.add(i * self.size), len)
+    }
+
+    /// SAFETY: nobody may write buffer `i` while the slice lives.
+    unsafe fn buf(&self, i: usize, len: usize) -> &[u8] {
+        debug_assert!(i < self.n && len <= self.size);
+        std::slice::from_raw_parts(self.ptr.add(i * self.size), len)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: our mapping.
+        unsafe { libc::munmap(self.ptr.cast(), self.n * self.size) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Pipeline
+
+/// One range: (src_offset, dst_offset, length).
+type Range3 = (u64, u64, u64);
+
+/// A partial destination block kept for the end of the copy.
+#[derive(Debug)]
+struct Edge {
+    dst: u64,
+    data: Vec<u8>,
+}
+
+struct WJob {
+    buf: usize,
+    len: usize,
+    dst: u64,
+}
+
+enum HMsg {
+    Chunk { buf: usize, len: usize },
+    Bytes(Vec<u8>),
+    End,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    err: Mutex<Option<CopyError>>,
+    /// bytes written (copy) or hashed (read_digests)
+    done: AtomicU64,
+    pending: Vec<AtomicU32>,
+}
+
+impl Shared {
+    fn fail(&self, e: CopyError) {
+        let mut g = self.err.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(e);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn release(&self, buf: usize, free: &Sender<usize>) {
+        if self.pending[buf].fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = free.send(buf);
+        }
+    }
+}
+
+/// Marker error: a direct write gave EINVAL in auto mode: redo the copy buffered.
+const DIRECT_EINVAL: &str = "\0direct-einval";
+
+struct Pipe<'a> {
+    src_fd: RawFd,
+    ranges: &'a [Range3],
+    /// (fd to write, fd to name in errors); None: no writers (read_digests)
+    dst: Option<(RawFd, RawFd)>,
+    /// O_DIRECT block size: interiors aligned, edges kept aside
+    align: Option<u64>,
+    /// treat EINVAL on a direct write as "fall back to buffered"
+    auto_direct: bool,
+    digest: bool,
+    bufsize: usize,
+    writers: usize,
+}
+
+struct PipeOut {
+    digests: Vec<[u8; 32]>,
+    edges: Vec<Edge>,
+}
+
+impl Pipe<'_> {
+    /// Run the pipeline; `progress(bytes_done)` is called every [`TICK`] on this thread.
+    fn run(
+        &self,
+        pool: &Pool,
+        progress: &mut dyn FnMut(u64) -> bool,
+        reported: &mut u64,
+    ) -> Result<PipeOut, CopyError> {
+        let shared = Shared {
+            stop: AtomicBool::new(false),
+            err: Mutex::new(None),
+            done: AtomicU64::new(0),
+            pending: (0..pool.n).map(|_| AtomicU32::new(0)).collect(),
+        };
+        let (free_tx, free_rx) = bounded::<usize>(pool.n);
+        for i in 0..pool.n {
+            free_tx.send(i).expect("free pool");
+        }
+        let (ev_tx, ev_rx) = bounded::<()>(1);
+        let (w_tx, w_rx) = bounded::<WJob>(pool.n);
+        let (h_tx, h_rx) = unbounded::<HMsg>();
+        let nwriters = if self.dst.is_some() { self.writers.max(1) } else { 0 };
+
+        let out = std::thread::scope(|s| {
+            let hasher = self.digest.then(|| {
+                let (rx, free, ev, sh) = (h_rx.clone(), free_tx.clone(), ev_tx.clone(), &shared);
+                let count_done = self.dst.is_none();
+                s.spawn(move || hasher_thread(rx, free, sh, pool, count_done, ev))
+            });
+            for _ in 0..nwriters {
+                let (rx, free, ev, sh) = (w_rx.clone(), free_tx.clone(), ev_tx.clone(), &shared);
+                let (fd, report_fd) = self.dst.unwrap();
+                let einval_fallback = self.auto_direct;
+                s.spawn(move || writer_thread(rx, free, sh, pool, fd, report_fd, einval_fallback, ev));
+            }
+            let reader = {
+                let w = self.dst.is_some().then(|| w_tx.clone());
+                let h = self.digest.then(|| h_tx.clone());
+                let (ev, sh) = (ev_tx.clone(), &shared);
+                s.spawn(move || self.reader_thread(pool, free_rx, w, h, sh, ev))
+            };
+            drop((ev_tx, w_tx, h_tx, w_rx, h_rx, free_tx));
+
+            // Coordinator: wake every TICK until every worker has dropped its event sender.
+            let mut cancelled = false;
+            loop {
+                match ev_rx.recv_timeout(TICK) {
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                }
+                if !cancelled {
+                    let d = shared.done.load(Ordering::Relaxed).max(*reported);
+                    *reported = d;
+                    if !progress(d) {
+                        cancelled = true;
+                        shared.fail(CopyError::Cancelled);
+                    }
+                }
+            }
+            let edges = reader.join().expect("reader thread panicked");
+            let digests = hasher.map(|h| h.join().expect("hasher thread panicked")).unwrap_or_default();
+            PipeOut { digests, edges }
+        });
+        match shared.err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn reader_thread(
+        &self,
+        pool: &Pool,
+        free: Receiver<usize>,
+        w: Option<Sender<WJob>>,
+        h: Option<Sender<HMsg>>,
+        sh: &Shared,
+        _ev: Sender<()>,
+    ) -> Vec<Edge> {
+        let mut edges = Vec::new();
+        let consumers = w.is_some() as u32 + h.is_some() as u32;
+        let bufsize = self.bufsize as u64;
+        'ranges: for &(src, dst, len) in self.ranges {
+            if sh.stopped() {
+                break;
+            }
+            let end = dst + len;
+            // [a, b): the part of the range that is written in whole blocks
+            let (a, b) = match self.align {
+                Some(bs) => {
+                    let a = dst.div_ceil(bs) * bs;
+                    if a >= end {
+                        (end, end)
+                    } else {
+                        (a, end / bs * bs)
+                    }
+                }
+                None => (dst, end),
+            };
+            // head edge [dst, a)
+            if a > dst {
+                match read_edge(self.src_fd, src, dst, a - dst) {
+                    Ok(e) => {
+                        if let Some(h) = &h {
+                            let _ = h.send(HMsg::Bytes(e.data.clone()));
+                        }
+                        edges.push(e);
+                    }
+                    Err(e) => {
+                        sh.fail(e.into());
+                        break;
+                    }
+                }
+            }
+            // interior [a, b) in buffer-sized chunks
+            let mut pos = a;
+            while pos < b {
+                if sh.stopped() {
+                    break 'ranges;
+                }
+                let n = (b - pos).min(bufsize) as usize;
+                let Ok(buf) = free.recv() else { break 'ranges };
+                // SAFETY: `buf` came from the free pool: we hold it exclusively.
+                let slice = unsafe { pool.buf_mut(buf, n) };
+                if let Err(e) = pread_full(self.src_fd, slice, src + (pos - dst)) {
+                    sh.fail(e.into());
+                    break 'ranges;
+                }
+                sh.pending[buf].store(consumers, Ordering::Release);
+                if let Some(h) = &h {
+                    let _ = h.send(HMsg::Chunk { buf, len: n });
+                }
+                if let Some(w) = &w {
+                    let _ = w.send(WJob { buf, len: n, dst: pos });
+                }
+                pos += n as u64;
+            }
+            // tail edge [max(a, b), end)
+            let t = a.max(b);
+            if end > t {
+                match read_edge(self.src_fd, src + (t - dst), t, end - t) {
+                    Ok(e) => {
+                        if let Some(h) = &h {
+                            let _ = h.send(HMsg::Bytes(e.data.clone()));
+                        }
+                        edges.push(e);
+                    }
+                    Err(e) => {
+                        sh.fail(e.into());
+                        break;
+                    }
+                }
+            }
+            if let Some(h) = &h {
+                let _ = h.send(HMsg::End);
+            }
+        }
+        edges
+    }
+}
+
+fn read_edge(fd: RawFd, src: u64, dst: u64, len: u64) -> Result<Edge, EngineError> {
+    let mut data = vec![0u8; len as usize];
+    pread_full(fd, &mut data, src)?;
+    Ok(Edge { dst, data })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn writer_thread(
+    rx: Receiver<WJob>,
+    free: Sender<usize>,
+    sh: &Shared,
+    pool: &Pool,
+    fd: RawFd,
+    report_fd: RawFd,
+    einval_fallback: bool,
+    _ev: Sender<()>,
+) {
+    for job in rx {
+        if !sh.stopped() {
+            // SAFETY: filled by the reader; nobody writes it until released.
+            let data = unsafe { pool.buf(job.buf, job.len) };
+            match pwrite_all(fd, report_fd, data, job.dst) {
+                Ok(()) => {
+                    sh.done.fetch_add(job.len as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    if einval_fallback && e.errno == libc::EINVAL {
+                        sh.fail(CopyError::Invalid(DIRECT_EINVAL.into()));
+                    } else {
+                        sh.fail(e.into());
+                    }
+                }
+            }
+        }
+        sh.release(job.buf, &free);
+    }
+}
+
+fn hasher_thread(
+    rx: Receiver<HMsg>,
+    free: Sender<usize>,
+    sh: &Shared,
+    pool: &Pool,
+    count_done: bool,
+    _ev: Sender<()>,
+) -> Vec<[u8; 32]> {
+    let mut out = Vec::new();
+    let mut h = Sha256::new();
+    for m in rx {
+        match m {
+            HMsg::Chunk { buf, len } => {
+                if !sh.stopped() {
+                    // SAFETY: filled by the reader; read-only until released.
+                    h.update(unsafe { pool.buf(buf, len) });
+                    if count_done {
+                        sh.done.fetch_add(len as u64, Ordering::Relaxed);
+                    }
+                }
+                sh.release(buf, &free);
+            }
+            HMsg::Bytes(b) => {
+                h.update(&b);
+                if count_done {
+                    sh.done.fetch_add(b.len() as u64, Ordering::Relaxed);
+                }
+            }
+            HMsg::End => out.push(h.finalize_reset().into()),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Public entry points
+
+fn check_ranges<const N: usize>(ranges: &[[u64; N]]) -> Result<u64, CopyError> {
+    let mut total = 0u64;
+    for r in ranges {
+        let len = r[N - 1];
+        for &o in &r[..N - 1] {
+            o.checked_add(len)
+                .filter(|&e| e <= i64::MAX as u64)
+                .ok_or_else(|| CopyError::Invalid(format!("range {r:?} overflows")))?;
+        }
+        total = total.checked_add(len).ok_or_else(|| CopyError::Invalid("total length overflows".into()))?;
+    }
+    Ok(total)
+}
+
+/// Buffer size rounded to a multiple of `align` (at least one).
+fn round_buffer(buffer_size: usize, align: usize) -> usize {
+    (buffer_size / align).max(1) * align
+}
+
+/// Copy `length` bytes from `src_fd` at `src_offset` to `dst_fd` at `dst_offset` for
+/// each `(src_offset, dst_offset, length)`, in list order. Never closes the descriptors.
+/// `progress(bytes_written_so_far)` is called on the calling thread about every
+/// [`TICK`] and once at the end (after the flush) with the total; returning `false`
+/// stops the copy (`CopyError::Cancelled`) after all threads have been joined.
+pub fn copy_ranges(
+    src_fd: RawFd,
+    dst_fd: RawFd,
+    ranges: &[Range3],
+    opts: &CopyOptions,
+    progress: &mut dyn FnMut(u64) -> bool,
+) -> Result<CopyResult, CopyError> {
+    let bs = opts.block_size;
+    if bs == 0 || !bs.is_power_of_two() {
+        return Err(CopyError::Invalid(format!("block_size must be a power of two, got {bs}")));
+    }
+    if opts.buffer_size == 0 {
+        return Err(CopyError::Invalid("buffer_size must be positive".into()));
+    }
+    if opts.queue_depth == 0 {
+        return Err(CopyError::Invalid("queue_depth must be positive".into()));
+    }
+    let arr: Vec<[u64; 3]> = ranges.iter().map(|&(a, b, c)| [a, b, c]).collect();
+    let total = check_ranges(&arr)?;
+    // O_DIRECT alignment: the caller's block size, at least the device's logical one.
+    let bs = bs.max(logical_block_size(dst_fd).unwrap_or(0));
+    let bufsize = round_buffer(opts.buffer_size, bs.max(4096));
+    let pool = Pool::new(opts.queue_depth + 2, bufsize).map_err(CopyError::Os)?;
+
+    let mut direct_fd = match opts.direct {
+        Some(false) => None,
+        Some(true) => Some(open_direct(dst_fd)?),
+        None => open_direct(dst_fd).ok(),
+    };
+    let mut reported = 0u64;
+    let out = loop {
+        let pipe = Pipe {
+            src_fd,
+            ranges,
+            dst: Some((direct_fd.as_ref().map_or(dst_fd, |f| f.0), dst_fd)),
+            align: direct_fd.as_ref().map(|_| bs as u64),
+            auto_direct: opts.direct.is_none() && direct_fd.is_some(),
+            digest: opts.digest,
+            bufsize,
+            writers: opts.queue_depth,
+        };
+        match pipe.run(&pool, progress, &mut reported) {
+            Err(CopyError::Invalid(m)) if m == DIRECT_EINVAL => {
+                direct_fd = None; // closes it; redo everything buffered
+            }
+            r => break r?,
+        }
+    };
+    for e in &out.edges {
+        pwrite_all(dst_fd, dst_fd, &e.data, e.dst)?;
+    }
+    if opts.sync {
+        fdatasync(dst_fd)?;
+    }
+    let direct = direct_fd.is_some();
+    drop(direct_fd);
+    if !progress(total) {
+        return Err(CopyError::Cancelled);
+    }
+    Ok(CopyResult { bytes_copied: total, digests: out.digests, direct })
+}
+
+/// SHA-256 of each `(offset, length)` range of `fd` (buffered reads, pipelined with the
+/// hashing). `progress` as in [`copy_ranges`] (bytes hashed).
+pub fn read_digests(
+    fd: RawFd,
+    ranges: &[(u64, u64)],
+    buffer_size: usize,
+    progress: &mut dyn FnMut(u64) -> bool,
+) -> Result<Vec<[u8; 32]>, CopyError> {
+    if buffer_size == 0 {
+        return Err(CopyError::Invalid("buffer_size must be positive".into()));
+    }
+    let arr: Vec<[u64; 2]> = ranges.iter().map(|&(a, b)| [a, b]).collect();
+    let total = check_ranges(&arr)?;
+    let bufsize = round_buffer(buffer_size, 4096);
+    let pool = Pool::new(3, bufsize).map_err(CopyError::Os)?;
+    let r3: Vec<Range3> = ranges.iter().map(|&(o, l)| (o, o, l)).collect();
+    let pipe = Pipe {
+        src_fd: fd,
+        ranges: &r3,
+        dst: None,
+        align: None,
+        auto_direct: false,
+        digest: true,
+        bufsize,
+        writers: 0,
+    };
+    let mut reported = 0;
+    let out = pipe.run(&pool, progress, &mut reported)?;
+    if !progress(total) {
+        return Err(CopyError::Cancelled);
+    }
+    Ok(out.digests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::io::AsRawFd;
+
+    fn pattern(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn file_with(data: &[u8]) -> std::fs::File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data).unwrap();
+        f
+    }
+
+    fn contents(f: &mut std::fs::File) -> Vec<u8> {
+        let mut v = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    /// The obvious model of a copy.
+    fn model(src: &[u8], dst: &mut Vec<u8>, ranges: &[Range3]) {
+        for &(s, d, l) in ranges {
+            let (s, d, l) = (s as usize, d as usize, l as usize);
+            if dst.len() < d + l {
+                dst.resize(d + l, 0);
+            }
+            dst[d..d + l].copy_from_slice(&src[s..s + l]);
+        }
+    }
+
+    fn sha(b: &[u8]) -> [u8; 32] {
+        Sha256::digest(b).into()
+    }
+
+    fn layouts() -> Vec<Vec<Range3>> {
+        vec![
+            vec![(0, 0, 100_000)],
+            // unaligned head and tail, interior several buffers
+            vec![(123, 4096 + 77, 70_000)],
+            // two ranges sharing edge blocks (512 and 4096) in both orders
+            vec![(0, 1000, 3000), (5000, 4000, 2500), (9000, 100, 900)],
+            // range inside a single block, zero-length range, range at offset 0 last
+            vec![(4096, 5000, 10), (7, 7, 0), (8192, 6000, 20_000), (0, 0, 4096)],
+            // HSA-like order: middle first, then the rest, page 0 last
+            vec![(20_000, 20_000, 30_000), (4096, 4096, 15_904), (50_000, 50_000, 10_000), (0, 0, 4096)],
+        ]
+    }
+
+    #[test]
+    fn copies_match_model_in_all_modes() {
+        let src = pattern(120_000, 1);
+        let base = pattern(90_000, 2);
+        for ranges in layouts() {
+            for (direct, bs) in [(Some(false), 512), (None, 512), (None, 4096), (Some(true), 4096)] {
+                for (buffer_size, qd) in [(4096, 1), (8192, 3), (1 << 20, 4)] {
+                    let mut dst = file_with(&base);
+                    let srcf = file_with(&src);
+                    let opts = CopyOptions { direct, buffer_size, queue_depth: qd, block_size: bs, digest: true, sync: true };
+                    let mut last = 0;
+                    let mut cb = |n: u64| {
+                        assert!(n >= last);
+                        last = n;
+                        true
+                    };
+                    let r = copy_ranges(srcf.as_raw_fd(), dst.as_raw_fd(), &ranges, &opts, &mut cb);
+                    let r = match r {
+                        Err(CopyError::Io(e)) if direct == Some(true) && e.op == Op::Open => continue, // tmpfs
+                        r => r.unwrap(),
+                    };
+                    let mut want = base.clone();
+                    model(&src, &mut want, &ranges);
+                    assert_eq!(contents(&mut dst), want, "{ranges:?} {direct:?} {bs} {buffer_size} {qd}");
+                    let total: u64 = ranges.iter().map(|r| r.2).sum();
+                    assert_eq!(r.bytes_copied, total);
+                    assert_eq!(last, total);
+                    let want_d: Vec<_> =
+                        ranges.iter().map(|&(s, _, l)| sha(&src[s as usize..(s + l) as usize])).collect();
+                    assert_eq!(r.digests, want_d);
+                    if direct == Some(false) {
+                        assert!(!r.direct);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extends_a_short_regular_file_exactly() {
+        let src = pattern(10_000, 3);
+        for direct in [Some(false), None] {
+            let mut dst = file_with(&[]);
+            let srcf = file_with(&src);
+            let ranges = [(0, 4096, 5000), (5000, 0, 4096)];
+            let opts = CopyOptions { direct, block_size: 4096, ..Default::default() };
+            copy_ranges(srcf.as_raw_fd(), dst.as_raw_fd(), &ranges, &opts, &mut |_| true).unwrap();
+            let mut want = Vec::new();
+            model(&src, &mut want, &ranges);
+            assert_eq!(contents(&mut dst), want);
+        }
+    }
+
+    #[test]
+    fn whole_data_digest_matches_sha2() {
+        let src = pattern(3 << 20, 4);
+        let srcf = file_with(&src);
+        let dst = file_with(&[]);
+        let opts = CopyOptions { buffer_size: 1 << 20, digest: true, direct: Some(false), ..Default::default() };
+        let r = copy_ranges(srcf.as_raw_fd(), dst.as_raw_fd(), &[(0, 0, src.len() as u64)], &opts, &mut |_| true)
+            .unwrap();
+        assert_eq!(r.digests, vec![sha(&src)]);
+        let d = read_digests(dst.as_raw_fd(), &[(0, src.len() as u64), (5, 0), (100, 1 << 20)], 65536, &mut |_| true)
+            .unwrap();
+        assert_eq!(d, vec![sha(&src), sha(&[]), sha(&src[100..100 + (1 << 20)])]);
+    }
+
+    #[test]
+    fn early_eof_is_a_read_error_naming_the_offset() {
+        let srcf = file_with(&pattern(10_000, 5));
+        let dst = file_with(&[]);
+        let opts = CopyOptions { buffer_size: 4096, direct: Some(false), ..Default::default() };
+        let e = copy_ranges(srcf.as_raw_fd(), dst.as_raw_fd(), &[(0, 0, 100), (5000, 0, 8000)], &opts, &mut |_| true)
+            .unwrap_err();
+        match e {
+            CopyError::Io(e) => {
+                assert_eq!((e.op, e.errno, e.offset), (Op::Read, libc::EIO, 10_000));
+                assert_eq!(e.length, 5000 + 8000 - 10_000);
+                assert_eq!(e.strerror, "unexpected end of file");
+            }
+            e => panic!("{e:?}"),
+        }
+        let e = read_digests(srcf.as_raw_fd(), &[(9000, 2000)], 4096, &mut |_| true).unwrap_err();
+        assert!(matches!(e, CopyError::Io(EngineError { op: Op::Read, offset: 10_000, length: 1000, .. })));
+    }
+
+    #[test]
+    fn bad_descriptors() {
+        let srcf = file_with(&pattern(10_000, 5));
+        let opts = CopyOptions { direct: Some(false), ..Default::default() };
+        let e = copy_ranges(srcf.as_raw_fd(), 9999, &[(0, 4096, 100)], &opts, &mut |_| true).unwrap_err();
+        assert!(matches!(e, CopyError::Io(EngineError { op: Op::Write, offset: 4096, length: 100, errno: libc::EBADF, .. })));
+        let e = copy_ranges(9999, srcf.as_raw_fd(), &[(7, 0, 100)], &opts, &mut |_| true).unwrap_err();
+        assert!(matches!(e, CopyError::Io(EngineError { op: Op::Read, offset: 7, errno: libc::EBADF, .. })));
+        let o = CopyOptions { direct: Some(true), ..Default::default() };
+        let e = copy_ranges(srcf.as_raw_fd(), 9999, &[(0, 0, 1)], &o, &mut |_| true).unwrap_err();
+        assert!(matches!(e, CopyError::Io(EngineError { op: Op::Open, .. })));
+        // a read-only destination is never reopened read-write behind the caller's back
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let ro = std::fs::File::open(tmp.path()).unwrap();
+        for direct in [None, Some(false)] {
+            let o = CopyOptions { direct, ..Default::default() };
+            let e = copy_ranges(srcf.as_raw_fd(), ro.as_raw_fd(), &[(0, 512, 10)], &o, &mut |_| true).unwrap_err();
+            assert!(matches!(e, CopyError::Io(EngineError { op: Op::Write, offset: 512, errno: libc::EBADF, .. })));
+        }
+        let o = CopyOptions { direct: Some(true), ..Default::default() };
+        let e = copy_ranges(srcf.as_raw_fd(), ro.as_raw_fd(), &[(0, 0, 1)], &o, &mut |_| true).unwrap_err();
+        assert!(matches!(e, CopyError::Io(EngineError { op: Op::Open, errno: libc::EBADF, .. })));
+    }
+
+    #[test]
+    fn short_writes_are_continued_and_zero_is_an_error() {
+        let data = pattern(1000, 6);
+        let mut sink = vec![0u8; 2000];
+        let mut calls = 0;
+        write_all_at(
+            |b: &[u8], off: u64| {
+                calls += 1;
+                if calls % 3 == 0 {
+                    return Err(std::io::Error::from_raw_os_error(libc::EINTR));
+                }
+                let n = b.len().min(7);
+                sink[off as usize..off as usize + n].copy_from_slice(&b[..n]);
+                Ok(n)
+            },
+            &data,
+            500,
+        )
+        .unwrap();
+        assert_eq!(&sink[500..1500], &data[..]);
+        let mut left = 10;
+        let e = write_all_at(
+            |b: &[u8], _| {
+                let n = b.len().min(left);
+                left -= n;
+                Ok(n)
+            },
+            &data,
+            100,
+        )
+        .unwrap_err();
+        assert_eq!(e, (110, 990, libc::EIO));
+        let e = write_all_at(|_, _| Err(std::io::Error::from_raw_os_error(libc::ENOSPC)), &data, 3).unwrap_err();
+        assert_eq!(e, (3, 1000, libc::ENOSPC));
+    }
+
+    #[test]
+    fn cancel_stops_and_joins() {
+        let src = pattern(8 << 20, 7);
+        let srcf = file_with(&src);
+        let dst = file_with(&[]);
+        // A slow "device": one tick has to pass before the first call, so cancel at once.
+        let opts = CopyOptions { buffer_size: 4096, queue_depth: 2, direct: Some(false), ..Default::default() };
+        let mut calls = 0;
+        let r = copy_ranges(srcf.as_raw_fd(), dst.as_raw_fd(), &[(0, 0, src.len() as u64)], &opts, &mut |_| {
+            calls += 1;
+            false
+        });
+        assert!(matches!(r, Err(CopyError::Cancelled)));
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn invalid_arguments() {
+        let o = CopyOptions { block_size: 1000, ..Default::default() };
+        assert!(matches!(copy_ranges(0, 1, &[], &o, &mut |_| true), Err(CopyError::Invalid(_))));
+        let o = CopyOptions::default();
+        assert!(matches!(copy_ranges(0, 1, &[(u64::MAX, 0, 2)], &o, &mut |_| true), Err(CopyError::Invalid(_))));
+    }
+}

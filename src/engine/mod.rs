@@ -1,0 +1,4 @@
+//! Pure-Rust engine. Nothing here knows about Python.
+
+pub mod cksm;
+pub mod copy;
