@@ -52,7 +52,7 @@ def compute_dump_size(part_size: int, block_size: int, kernel_bytes: Optional[in
                       initrd_bytes: Optional[int]) -> int:
     part_blocks = part_size // block_size
     reserved = reserved_blocks(block_size, kernel_bytes, initrd_bytes)
-    if reserved > part_blocks:
+    if reserved >= part_blocks:  # zipl allows ==, which leaves no room for a dump
         raise DiskRefused("Partition too small for dump tool")
     return (part_blocks - reserved) * block_size
 

@@ -1,0 +1,97 @@
+"""The command line: help that teaches, documented exit codes, one-line errors, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import MIB, sparse_vmcore
+
+from zfcpdump.cli.main import main
+from zfcpdump.disk.cksm import cksm
+from zfcpdump.disk.image import create_mbr_image
+from zfcpdump.disk.zipl import ScsiMbr, Superblock
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "zfcpdump", *args], capture_output=True,
+                          text=True, **kw)
+
+
+def test_help_lists_commands_and_exit_codes():
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for word in ("dump", "prepare", "demo", "exit status", "128+N"):
+        assert word in res.stdout
+    res = run_cli("dump", "--help")
+    assert "busy marker" in res.stdout and "--verify" in res.stdout
+
+
+def test_usage_error_exit_2():
+    res = run_cli("prepare")
+    assert res.returncode == 2
+    res = run_cli("dump", "--engine", "fortran")
+    assert res.returncode == 2
+
+
+def test_missing_vmcore_is_one_line_no_traceback(tmp_path):
+    res = run_cli("dump", "-i", str(tmp_path / "nope"), str(tmp_path / "disk"))
+    assert res.returncode == 1
+    errors = [line for line in res.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors == [f"ERROR: Cannot open {tmp_path / 'nope'}: No such file or directory"]
+    assert "Traceback" not in res.stderr
+    assert res.stdout.splitlines()[-1] == "Dump failed"
+
+
+def test_no_arguments_means_dump_with_defaults():
+    # /proc/vmcore does not exist outside a dump kernel: a clean refusal, nothing written.
+    if os.path.exists("/proc/vmcore"):
+        pytest.skip("running in a dump kernel")
+    res = run_cli()
+    assert res.returncode == 1
+    assert "ERROR: Cannot open /proc/vmcore" in res.stderr
+
+
+def _state(disk):
+    with open(disk, "rb") as f:
+        mbr = ScsiMbr.from_bytes(f.read(152))
+        f.seek(mbr.superblock_offset)
+        sb = Superblock.from_bytes(f.read(72))
+        f.seek(sb.part_start)
+        first = f.read(4096)
+    return sb, first
+
+
+@pytest.mark.parametrize("engine", ["rust", "python"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_capture_and_leaves_busy_marker(tmp_path, engine, signum):
+    vmcore = tmp_path / "big.elf"
+    size = sparse_vmcore(vmcore, 3 << 30)
+    disk = tmp_path / "d.img"
+    create_mbr_image(str(disk), size + 4 * MIB, [(MIB, size + 2 * MIB)])
+    assert main(["prepare", str(disk), "-p", "1", "--metadata-only"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "zfcpdump", "dump", "-i", str(vmcore),
+                             "--engine", engine, "--buffer-size", "64k", str(disk)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Wait until the copy is under way (the busy marker is on disk).
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not _state(disk)[1].startswith(b"zfcpdump busy"):
+        time.sleep(0.05)
+    time.sleep(0.2)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 2.0, "did not stop within a second or so"
+    assert proc.returncode == 128 + signum, (out, err)
+    assert f"ERROR: Got signal: {signum}" in err
+    assert out.splitlines()[-1] == "Dump failed"
+    sb, first = _state(disk)
+    assert first.startswith(b"zfcpdump busy\0")
+    assert sb.csum == cksm(first)  # consistent, so the next capture is allowed
+    small = tmp_path / "small.elf"
+    sparse_vmcore(small, 8 * MIB)
+    assert main(["dump", "-i", str(small), "--verify", str(disk)]) == 0
