@@ -174,3 +174,44 @@ def test_capture_on_loop_device(loop_disk, make_vmcore, capsys, table, block_siz
         assert sb.csum == cksm(f.read(4096))
     # partition 1 untouched by prepare/dump: still all zero
     assert sha256_file(disk.part(1)) == sha256_file("/dev/zero", 0, 10 * MIB)
+
+
+def _core(loads):
+    from zfcpdump.readers.elf import ElfCore, ProgramHeader
+
+    phdrs = [ProgramHeader(i, 1, 7, off, paddr, paddr, size, size, 4096)
+             for i, (off, paddr, size) in enumerate(loads)]
+    return ElfCore("big", 22, 1, 64, phdrs, 0)
+
+
+def test_copy_table_hsa_first_page0_last():
+    from zfcpdump.capture import copy_table
+
+    # Kernel-image LOAD (file 0x2000, paddr 0x100000) repeats part of the identity map;
+    # memory LOADs at file 0x102000 (paddr 0) and 0x4102000 (paddr 0x8000000).
+    core = _core([(0x2000, 0x100000, 0x100000), (0x102000, 0, 0x4000000),
+                  (0x4102000, 0x8000000, 0x1000000)])
+    size = 0x5102000
+    table = copy_table(core, size, hsa_size=0x2000000)
+    hsa = [(e.offset, e.size) for e in table if e.hsa]
+    assert hsa == [(0x2000, 0x100000 + 0x2000000)]  # adjacent HSA ranges merged
+    assert [(e.offset, e.size, e.hsa) for e in table] == [
+        (0x2000, 0x2100000, True), (0x1000, 0x1000, False),
+        (0x2102000, size - 0x2102000, False), (0, 4096, False)]
+    assert (table[-1].offset, table[-1].size) == (0, 4096)
+    covered = sorted((e.offset, e.offset + e.size) for e in table)
+    assert covered[0][0] == 0 and covered[-1][1] == size
+    assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))  # exact, disjoint
+    # No HSA: file order, page 0 last.
+    plain = copy_table(core, size, hsa_size=0)
+    assert [(e.offset, e.size) for e in plain] == [(4096, size - 4096), (0, 4096)]
+
+
+def test_copy_table_keeps_page0_last_when_a_load_starts_inside_it():
+    from zfcpdump.capture import copy_table
+
+    core = _core([(0xAE0, 0, 0x100000)])  # QEMU: PT_LOAD at a non-page-aligned offset
+    table = copy_table(core, 0xAE0 + 0x100000, hsa_size=0x80000)
+    assert (table[-1].offset, table[-1].size) == (0, 4096)
+    assert table[0].hsa and table[0].offset == 4096
+    assert all(e.offset >= 4096 for e in table[:-1])

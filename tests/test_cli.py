@@ -95,3 +95,22 @@ def test_signal_stops_capture_and_leaves_busy_marker(tmp_path, engine, signum):
     small = tmp_path / "small.elf"
     sparse_vmcore(small, 8 * MIB)
     assert main(["dump", "-i", str(small), "--verify", str(disk)]) == 0
+
+
+def test_dump_debug_parameter_warnings():
+    from zfcpdump.capture import Console
+    from zfcpdump.cli.dumpkernel import parse_cmdline
+
+    lines = []
+    console = Console(lines.append, lines.append)
+    assert parse_cmdline(console, "root=/dev/ram0 dump_debug=4") == 4 and lines == []
+    assert parse_cmdline(console, "dump_debug=9") == 2
+    assert lines == ["WARNING: Invalid value (9) for dump_debug parameter specified "
+                     "(allowed range is 1 - 6)", "WARNING: Using default: 2"]
+    lines.clear()
+    assert parse_cmdline(console, "dump_debug= x") == 2
+    assert lines == ["WARNING: No value for 'dump_debug' parameter specified",
+                     "WARNING: Using default: 2"]
+    lines.clear()
+    parse_cmdline(console, " ".join(["a"] * 101))
+    assert lines == ["WARNING: More than 100 kernel parmameters specified"]

@@ -38,6 +38,44 @@ def start(console: Console) -> None:
     except OSError:
         pass
     console.blank()
+    try:
+        with open("/proc/cmdline") as f:
+            parse_cmdline(console, f.read())
+    except OSError:
+        pass
+
+
+DEFAULT_DUMP_DEBUG = 2
+
+
+def parse_cmdline(console: Console, cmdline: str) -> int:
+    """The dump_debug=1..6 parameter (behaviour.md §2.1 step 4), with upstream's
+    warnings (and its typo)."""
+    tokens = cmdline[:1024].split()
+    if len(tokens) > 100:
+        console.err("WARNING: More than 100 kernel parmameters specified")
+        tokens = tokens[:100]
+    level = DEFAULT_DUMP_DEBUG
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if key != "dump_debug":
+            continue
+        if not sep or not value:
+            console.err("WARNING: No value for 'dump_debug' parameter specified")
+            console.err(f"WARNING: Using default: {DEFAULT_DUMP_DEBUG}")
+            continue
+        try:
+            n = int(value)
+        except ValueError:
+            console.err("ERROR: Could not parse parmline")
+            continue
+        if 1 <= n <= 6:
+            level = n
+        else:
+            console.err(f"WARNING: Invalid value ({n}) for dump_debug parameter specified "
+                        "(allowed range is 1 - 6)")
+            console.err(f"WARNING: Using default: {DEFAULT_DUMP_DEBUG}")
+    return level
 
 
 def print_ipl_parameters(console: Console) -> None:
