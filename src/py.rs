@@ -114,7 +114,14 @@ fn copy_ranges(
     sync: bool,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<CopyResult> {
-    let opts = CopyOptions { direct, buffer_size, queue_depth, block_size, digest, sync };
+    let opts = CopyOptions {
+        direct,
+        buffer_size,
+        queue_depth,
+        block_size,
+        digest,
+        sync,
+    };
     let progress = progress.filter(|p| !p.is_none()).map(Bound::unbind);
     let mut pending: Option<PyErr> = None;
     let res = py.detach(|| {
@@ -127,7 +134,11 @@ fn copy_ranges(
             for d in &r.digests {
                 digests.append(PyBytes::new(py, d))?;
             }
-            Ok(CopyResult { bytes_copied: r.bytes_copied, digests: digests.unbind(), direct: r.direct })
+            Ok(CopyResult {
+                bytes_copied: r.bytes_copied,
+                digests: digests.unbind(),
+                direct: r.direct,
+            })
         }
         Err(e) => Err(map_err(py, e, pending)),
     }

@@ -66,7 +66,14 @@ pub struct EngineError {
 
 impl EngineError {
     pub fn new(op: Op, fd: RawFd, offset: u64, length: u64, errno: i32) -> Self {
-        EngineError { op, offset, length, errno, strerror: strerror(errno), path: fd_path(fd) }
+        EngineError {
+            op,
+            offset,
+            length,
+            errno,
+            strerror: strerror(errno),
+            path: fd_path(fd),
+        }
     }
 
     fn eof(fd: RawFd, offset: u64, length: u64) -> Self {
@@ -168,7 +175,9 @@ pub struct CopyResult {
 // Small OS helpers
 
 fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// `strerror` text without Rust's " (os error N)" suffix.
@@ -195,7 +204,12 @@ pub fn pread_full(fd: RawFd, buf: &mut [u8], offset: u64) -> Result<(), EngineEr
         let want = buf.len() - done;
         // SAFETY: the pointer/length pair is inside `buf`.
         let n = unsafe {
-            libc::pread(fd, buf[done..].as_mut_ptr().cast(), want, off as libc::off_t)
+            libc::pread(
+                fd,
+                buf[done..].as_mut_ptr().cast(),
+                want,
+                off as libc::off_t,
+            )
         };
         if n < 0 {
             let e = errno();
@@ -288,7 +302,12 @@ fn open_direct(fd: RawFd) -> Result<OwnedFd, EngineError> {
     let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).unwrap();
     loop {
         // SAFETY: valid C string.
-        let n = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC) };
+        let n = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC,
+            )
+        };
         if n >= 0 {
             return Ok(OwnedFd(n));
         }
@@ -330,7 +349,9 @@ unsafe impl Sync for Pool {}
 
 impl Pool {
     fn new(n: usize, size: usize) -> std::io::Result<Pool> {
-        let total = n.checked_mul(size).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
+        let total = n
+            .checked_mul(size)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
         // SAFETY: anonymous private mapping.
         let p = unsafe {
             libc::mmap(
@@ -345,7 +366,11 @@ impl Pool {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Pool { ptr: p.cast(), size, n })
+        Ok(Pool {
+            ptr: p.cast(),
+            size,
+            n,
+        })
     }
 
     /// SAFETY: the caller must hold buffer `i` exclusively.
@@ -465,7 +490,11 @@ impl Pipe<'_> {
         let (ev_tx, ev_rx) = bounded::<()>(1);
         let (w_tx, w_rx) = bounded::<WJob>(pool.n);
         let (h_tx, h_rx) = unbounded::<HMsg>();
-        let nwriters = if self.dst.is_some() { self.writers.max(1) } else { 0 };
+        let nwriters = if self.dst.is_some() {
+            self.writers.max(1)
+        } else {
+            0
+        };
 
         let out = std::thread::scope(|s| {
             let hasher = self.digest.then(|| {
@@ -477,7 +506,9 @@ impl Pipe<'_> {
                 let (rx, free, ev, sh) = (w_rx.clone(), free_tx.clone(), ev_tx.clone(), &shared);
                 let (fd, report_fd) = self.dst.unwrap();
                 let einval_fallback = self.auto_direct;
-                s.spawn(move || writer_thread(rx, free, sh, pool, fd, report_fd, einval_fallback, ev));
+                s.spawn(move || {
+                    writer_thread(rx, free, sh, pool, fd, report_fd, einval_fallback, ev)
+                });
             }
             let reader = {
                 let w = self.dst.is_some().then(|| w_tx.clone());
@@ -504,7 +535,9 @@ impl Pipe<'_> {
                 }
             }
             let edges = reader.join().expect("reader thread panicked");
-            let digests = hasher.map(|h| h.join().expect("hasher thread panicked")).unwrap_or_default();
+            let digests = hasher
+                .map(|h| h.join().expect("hasher thread panicked"))
+                .unwrap_or_default();
             PipeOut { digests, edges }
         });
         match shared.err.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -576,7 +609,11 @@ impl Pipe<'_> {
                     let _ = h.send(HMsg::Chunk { buf, len: n });
                 }
                 if let Some(w) = &w {
-                    let _ = w.send(WJob { buf, len: n, dst: pos });
+                    let _ = w.send(WJob {
+                        buf,
+                        len: n,
+                        dst: pos,
+                    });
                 }
                 pos += n as u64;
             }
@@ -688,7 +725,9 @@ fn check_ranges<const N: usize>(ranges: &[[u64; N]]) -> Result<u64, CopyError> {
                 .filter(|&e| e <= i64::MAX as u64)
                 .ok_or_else(|| CopyError::Invalid(format!("range {r:?} overflows")))?;
         }
-        total = total.checked_add(len).ok_or_else(|| CopyError::Invalid("total length overflows".into()))?;
+        total = total
+            .checked_add(len)
+            .ok_or_else(|| CopyError::Invalid("total length overflows".into()))?;
     }
     Ok(total)
 }
@@ -712,7 +751,9 @@ pub fn copy_ranges(
 ) -> Result<CopyResult, CopyError> {
     let bs = opts.block_size;
     if bs == 0 || !bs.is_power_of_two() {
-        return Err(CopyError::Invalid(format!("block_size must be a power of two, got {bs}")));
+        return Err(CopyError::Invalid(format!(
+            "block_size must be a power of two, got {bs}"
+        )));
     }
     if opts.buffer_size == 0 {
         return Err(CopyError::Invalid("buffer_size must be positive".into()));
@@ -762,7 +803,11 @@ pub fn copy_ranges(
     if !progress(total) {
         return Err(CopyError::Cancelled);
     }
-    Ok(CopyResult { bytes_copied: total, digests: out.digests, direct })
+    Ok(CopyResult {
+        bytes_copied: total,
+        digests: out.digests,
+        direct,
+    })
 }
 
 /// SHA-256 of each `(offset, length)` range of `fd` (buffered reads, pipelined with the
@@ -853,9 +898,19 @@ mod tests {
             // two ranges sharing edge blocks (512 and 4096) in both orders
             vec![(0, 1000, 3000), (5000, 4000, 2500), (9000, 100, 900)],
             // range inside a single block, zero-length range, range at offset 0 last
-            vec![(4096, 5000, 10), (7, 7, 0), (8192, 6000, 20_000), (0, 0, 4096)],
+            vec![
+                (4096, 5000, 10),
+                (7, 7, 0),
+                (8192, 6000, 20_000),
+                (0, 0, 4096),
+            ],
             // HSA-like order: middle first, then the rest, page 0 last
-            vec![(20_000, 20_000, 30_000), (4096, 4096, 15_904), (50_000, 50_000, 10_000), (0, 0, 4096)],
+            vec![
+                (20_000, 20_000, 30_000),
+                (4096, 4096, 15_904),
+                (50_000, 50_000, 10_000),
+                (0, 0, 4096),
+            ],
         ]
     }
 
@@ -864,11 +919,23 @@ mod tests {
         let src = pattern(120_000, 1);
         let base = pattern(90_000, 2);
         for ranges in layouts() {
-            for (direct, bs) in [(Some(false), 512), (None, 512), (None, 4096), (Some(true), 4096)] {
+            for (direct, bs) in [
+                (Some(false), 512),
+                (None, 512),
+                (None, 4096),
+                (Some(true), 4096),
+            ] {
                 for (buffer_size, qd) in [(4096, 1), (8192, 3), (1 << 20, 4)] {
                     let mut dst = file_with(&base);
                     let srcf = file_with(&src);
-                    let opts = CopyOptions { direct, buffer_size, queue_depth: qd, block_size: bs, digest: true, sync: true };
+                    let opts = CopyOptions {
+                        direct,
+                        buffer_size,
+                        queue_depth: qd,
+                        block_size: bs,
+                        digest: true,
+                        sync: true,
+                    };
                     let mut last = 0;
                     let mut cb = |n: u64| {
                         assert!(n >= last);
@@ -877,17 +944,25 @@ mod tests {
                     };
                     let r = copy_ranges(srcf.as_raw_fd(), dst.as_raw_fd(), &ranges, &opts, &mut cb);
                     let r = match r {
-                        Err(CopyError::Io(e)) if direct == Some(true) && e.op == Op::Open => continue, // tmpfs
+                        Err(CopyError::Io(e)) if direct == Some(true) && e.op == Op::Open => {
+                            continue
+                        } // tmpfs
                         r => r.unwrap(),
                     };
                     let mut want = base.clone();
                     model(&src, &mut want, &ranges);
-                    assert_eq!(contents(&mut dst), want, "{ranges:?} {direct:?} {bs} {buffer_size} {qd}");
+                    assert_eq!(
+                        contents(&mut dst),
+                        want,
+                        "{ranges:?} {direct:?} {bs} {buffer_size} {qd}"
+                    );
                     let total: u64 = ranges.iter().map(|r| r.2).sum();
                     assert_eq!(r.bytes_copied, total);
                     assert_eq!(last, total);
-                    let want_d: Vec<_> =
-                        ranges.iter().map(|&(s, _, l)| sha(&src[s as usize..(s + l) as usize])).collect();
+                    let want_d: Vec<_> = ranges
+                        .iter()
+                        .map(|&(s, _, l)| sha(&src[s as usize..(s + l) as usize]))
+                        .collect();
                     assert_eq!(r.digests, want_d);
                     if direct == Some(false) {
                         assert!(!r.direct);
@@ -904,8 +979,19 @@ mod tests {
             let mut dst = file_with(&[]);
             let srcf = file_with(&src);
             let ranges = [(0, 4096, 5000), (5000, 0, 4096)];
-            let opts = CopyOptions { direct, block_size: 4096, ..Default::default() };
-            copy_ranges(srcf.as_raw_fd(), dst.as_raw_fd(), &ranges, &opts, &mut |_| true).unwrap();
+            let opts = CopyOptions {
+                direct,
+                block_size: 4096,
+                ..Default::default()
+            };
+            copy_ranges(
+                srcf.as_raw_fd(),
+                dst.as_raw_fd(),
+                &ranges,
+                &opts,
+                &mut |_| true,
+            )
+            .unwrap();
             let mut want = Vec::new();
             model(&src, &mut want, &ranges);
             assert_eq!(contents(&mut dst), want);
@@ -917,22 +1003,51 @@ mod tests {
         let src = pattern(3 << 20, 4);
         let srcf = file_with(&src);
         let dst = file_with(&[]);
-        let opts = CopyOptions { buffer_size: 1 << 20, digest: true, direct: Some(false), ..Default::default() };
-        let r = copy_ranges(srcf.as_raw_fd(), dst.as_raw_fd(), &[(0, 0, src.len() as u64)], &opts, &mut |_| true)
-            .unwrap();
+        let opts = CopyOptions {
+            buffer_size: 1 << 20,
+            digest: true,
+            direct: Some(false),
+            ..Default::default()
+        };
+        let r = copy_ranges(
+            srcf.as_raw_fd(),
+            dst.as_raw_fd(),
+            &[(0, 0, src.len() as u64)],
+            &opts,
+            &mut |_| true,
+        )
+        .unwrap();
         assert_eq!(r.digests, vec![sha(&src)]);
-        let d = read_digests(dst.as_raw_fd(), &[(0, src.len() as u64), (5, 0), (100, 1 << 20)], 65536, &mut |_| true)
-            .unwrap();
-        assert_eq!(d, vec![sha(&src), sha(&[]), sha(&src[100..100 + (1 << 20)])]);
+        let d = read_digests(
+            dst.as_raw_fd(),
+            &[(0, src.len() as u64), (5, 0), (100, 1 << 20)],
+            65536,
+            &mut |_| true,
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            vec![sha(&src), sha(&[]), sha(&src[100..100 + (1 << 20)])]
+        );
     }
 
     #[test]
     fn early_eof_is_a_read_error_naming_the_offset() {
         let srcf = file_with(&pattern(10_000, 5));
         let dst = file_with(&[]);
-        let opts = CopyOptions { buffer_size: 4096, direct: Some(false), ..Default::default() };
-        let e = copy_ranges(srcf.as_raw_fd(), dst.as_raw_fd(), &[(0, 0, 100), (5000, 0, 8000)], &opts, &mut |_| true)
-            .unwrap_err();
+        let opts = CopyOptions {
+            buffer_size: 4096,
+            direct: Some(false),
+            ..Default::default()
+        };
+        let e = copy_ranges(
+            srcf.as_raw_fd(),
+            dst.as_raw_fd(),
+            &[(0, 0, 100), (5000, 0, 8000)],
+            &opts,
+            &mut |_| true,
+        )
+        .unwrap_err();
         match e {
             CopyError::Io(e) => {
                 assert_eq!((e.op, e.errno, e.offset), (Op::Read, libc::EIO, 10_000));
@@ -942,31 +1057,105 @@ mod tests {
             e => panic!("{e:?}"),
         }
         let e = read_digests(srcf.as_raw_fd(), &[(9000, 2000)], 4096, &mut |_| true).unwrap_err();
-        assert!(matches!(e, CopyError::Io(EngineError { op: Op::Read, offset: 10_000, length: 1000, .. })));
+        assert!(matches!(
+            e,
+            CopyError::Io(EngineError {
+                op: Op::Read,
+                offset: 10_000,
+                length: 1000,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn bad_descriptors() {
         let srcf = file_with(&pattern(10_000, 5));
-        let opts = CopyOptions { direct: Some(false), ..Default::default() };
-        let e = copy_ranges(srcf.as_raw_fd(), 9999, &[(0, 4096, 100)], &opts, &mut |_| true).unwrap_err();
-        assert!(matches!(e, CopyError::Io(EngineError { op: Op::Write, offset: 4096, length: 100, errno: libc::EBADF, .. })));
-        let e = copy_ranges(9999, srcf.as_raw_fd(), &[(7, 0, 100)], &opts, &mut |_| true).unwrap_err();
-        assert!(matches!(e, CopyError::Io(EngineError { op: Op::Read, offset: 7, errno: libc::EBADF, .. })));
-        let o = CopyOptions { direct: Some(true), ..Default::default() };
+        let opts = CopyOptions {
+            direct: Some(false),
+            ..Default::default()
+        };
+        let e = copy_ranges(
+            srcf.as_raw_fd(),
+            9999,
+            &[(0, 4096, 100)],
+            &opts,
+            &mut |_| true,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            CopyError::Io(EngineError {
+                op: Op::Write,
+                offset: 4096,
+                length: 100,
+                errno: libc::EBADF,
+                ..
+            })
+        ));
+        let e =
+            copy_ranges(9999, srcf.as_raw_fd(), &[(7, 0, 100)], &opts, &mut |_| true).unwrap_err();
+        assert!(matches!(
+            e,
+            CopyError::Io(EngineError {
+                op: Op::Read,
+                offset: 7,
+                errno: libc::EBADF,
+                ..
+            })
+        ));
+        let o = CopyOptions {
+            direct: Some(true),
+            ..Default::default()
+        };
         let e = copy_ranges(srcf.as_raw_fd(), 9999, &[(0, 0, 1)], &o, &mut |_| true).unwrap_err();
         assert!(matches!(e, CopyError::Io(EngineError { op: Op::Open, .. })));
         // a read-only destination is never reopened read-write behind the caller's back
         let tmp = tempfile::NamedTempFile::new().unwrap();
         let ro = std::fs::File::open(tmp.path()).unwrap();
         for direct in [None, Some(false)] {
-            let o = CopyOptions { direct, ..Default::default() };
-            let e = copy_ranges(srcf.as_raw_fd(), ro.as_raw_fd(), &[(0, 512, 10)], &o, &mut |_| true).unwrap_err();
-            assert!(matches!(e, CopyError::Io(EngineError { op: Op::Write, offset: 512, errno: libc::EBADF, .. })));
+            let o = CopyOptions {
+                direct,
+                ..Default::default()
+            };
+            let e = copy_ranges(
+                srcf.as_raw_fd(),
+                ro.as_raw_fd(),
+                &[(0, 512, 10)],
+                &o,
+                &mut |_| true,
+            )
+            .unwrap_err();
+            assert!(matches!(
+                e,
+                CopyError::Io(EngineError {
+                    op: Op::Write,
+                    offset: 512,
+                    errno: libc::EBADF,
+                    ..
+                })
+            ));
         }
-        let o = CopyOptions { direct: Some(true), ..Default::default() };
-        let e = copy_ranges(srcf.as_raw_fd(), ro.as_raw_fd(), &[(0, 0, 1)], &o, &mut |_| true).unwrap_err();
-        assert!(matches!(e, CopyError::Io(EngineError { op: Op::Open, errno: libc::EBADF, .. })));
+        let o = CopyOptions {
+            direct: Some(true),
+            ..Default::default()
+        };
+        let e = copy_ranges(
+            srcf.as_raw_fd(),
+            ro.as_raw_fd(),
+            &[(0, 0, 1)],
+            &o,
+            &mut |_| true,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            CopyError::Io(EngineError {
+                op: Op::Open,
+                errno: libc::EBADF,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -1001,7 +1190,12 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e, (110, 990, libc::EIO));
-        let e = write_all_at(|_, _| Err(std::io::Error::from_raw_os_error(libc::ENOSPC)), &data, 3).unwrap_err();
+        let e = write_all_at(
+            |_, _| Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+            &data,
+            3,
+        )
+        .unwrap_err();
         assert_eq!(e, (3, 1000, libc::ENOSPC));
     }
 
@@ -1011,21 +1205,41 @@ mod tests {
         let srcf = file_with(&src);
         let dst = file_with(&[]);
         // A slow "device": one tick has to pass before the first call, so cancel at once.
-        let opts = CopyOptions { buffer_size: 4096, queue_depth: 2, direct: Some(false), ..Default::default() };
+        let opts = CopyOptions {
+            buffer_size: 4096,
+            queue_depth: 2,
+            direct: Some(false),
+            ..Default::default()
+        };
         let mut calls = 0;
-        let r = copy_ranges(srcf.as_raw_fd(), dst.as_raw_fd(), &[(0, 0, src.len() as u64)], &opts, &mut |_| {
-            calls += 1;
-            false
-        });
+        let r = copy_ranges(
+            srcf.as_raw_fd(),
+            dst.as_raw_fd(),
+            &[(0, 0, src.len() as u64)],
+            &opts,
+            &mut |_| {
+                calls += 1;
+                false
+            },
+        );
         assert!(matches!(r, Err(CopyError::Cancelled)));
         assert_eq!(calls, 1);
     }
 
     #[test]
     fn invalid_arguments() {
-        let o = CopyOptions { block_size: 1000, ..Default::default() };
-        assert!(matches!(copy_ranges(0, 1, &[], &o, &mut |_| true), Err(CopyError::Invalid(_))));
+        let o = CopyOptions {
+            block_size: 1000,
+            ..Default::default()
+        };
+        assert!(matches!(
+            copy_ranges(0, 1, &[], &o, &mut |_| true),
+            Err(CopyError::Invalid(_))
+        ));
         let o = CopyOptions::default();
-        assert!(matches!(copy_ranges(0, 1, &[(u64::MAX, 0, 2)], &o, &mut |_| true), Err(CopyError::Invalid(_))));
+        assert!(matches!(
+            copy_ranges(0, 1, &[(u64::MAX, 0, 2)], &o, &mut |_| true),
+            Err(CopyError::Invalid(_))
+        ));
     }
 }
