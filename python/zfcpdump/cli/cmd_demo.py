@@ -63,24 +63,15 @@ def _demo(work: str, args: argparse.Namespace) -> int:
                      console).run()
     _say("   Dump successful")
     _say(f"   sha256 of the dump on the partition: {result.digest}")
-    _say("== 5. read back from the partition")
+    _say(f"== 5. zfcpdump info {disk}:{result.partition.number}")
     _show(disk, result.partition.number)
     return EXIT_OK
 
 
 def _show(disk: str, number: int) -> None:
-    try:
-        from ..info import dump_info_text  # type: ignore[attr-defined]
-        from ..readers import open_dump  # type: ignore[attr-defined]
+    from ..info import dump_info_text
+    from ..readers import open_dump
 
-        with open_dump(f"{disk}:{number}") as dump:
-            for line in dump_info_text(dump).splitlines():
-                _say("   " + line)
-        return
-    except ImportError:
-        pass
-    part = partition_for_prepare(disk, number, None)
-    with open(disk, "rb") as f:
-        f.seek(part.start)
-        head = f.read(4)
-    _say(f"   partition {part.number} starts with {head!r} (an ELF core)")
+    with open_dump(f"{disk}:{number}") as dump:
+        for line in dump_info_text(dump).splitlines():
+            _say("   " + line)

@@ -52,6 +52,7 @@ class ElfCore:
     phoff: int
     phdrs: list[ProgramHeader]
     file_size: int
+    base: int = 0  # where the core starts in the file (a partition inside an image)
 
     @property
     def arch(self) -> str:
@@ -73,13 +74,13 @@ def _structs(byteorder: str) -> ELFStructs:
     return s
 
 
-def parse_elf_core(fd: int, file_size: int) -> ElfCore:
+def parse_elf_core(fd: int, file_size: int, *, base: int = 0) -> ElfCore:
     """Validate and parse the ELF header and program headers of a 64-bit core.
 
     Raises NotThisFormat when the input is not ELF at all, InvalidCore when it is ELF
     but not something we can dump or read (32-bit, not a core, headers out of bounds).
     """
-    head = os.pread(fd, EHDR_SIZE, 0)
+    head = os.pread(fd, EHDR_SIZE, base)
     if len(head) < 4 or head[:4] != ELF_MAGIC:
         raise NotThisFormat("not an ELF file")
     if len(head) < EHDR_SIZE:
@@ -110,7 +111,7 @@ def parse_elf_core(fd: int, file_size: int) -> ElfCore:
             f"ELF program headers (offset 0x{phoff:x}, {phnum} entries) lie beyond the end "
             f"of the file (size 0x{file_size:x})"
         )
-    table = os.pread(fd, phnum * PHDR_SIZE, phoff)
+    table = os.pread(fd, phnum * PHDR_SIZE, base + phoff)
     if len(table) != phnum * PHDR_SIZE:
         raise InvalidCore("ELF program headers truncated")
     phdrs = []
@@ -131,7 +132,7 @@ def parse_elf_core(fd: int, file_size: int) -> ElfCore:
         phdrs.append(ph)
     if not any(p.type == PT_LOAD for p in phdrs):
         raise InvalidCore("ELF core has no PT_LOAD segments")
-    return ElfCore(byteorder, machine, head[6], phoff, phdrs, file_size)
+    return ElfCore(byteorder, machine, head[6], phoff, phdrs, file_size, base)
 
 
 def read_notes(fd: int, core: ElfCore) -> list[Note]:
@@ -139,7 +140,7 @@ def read_notes(fd: int, core: ElfCore) -> list[Note]:
     for ph in core.note_headers:
         if ph.filesz > MAX_NOTE_BYTES:
             raise DumpDamaged(f"Invalid ELF dump (PT_NOTE of {ph.filesz} bytes)")
-        data = os.pread(fd, ph.filesz, ph.offset)
+        data = os.pread(fd, ph.filesz, core.base + ph.offset)
         notes.extend(N.iter_notes(data, core.byteorder))
     return notes
 
@@ -185,17 +186,17 @@ def memory_chunks(fd: int, core: ElfCore) -> list[MemChunk]:
         if ph.paddr + ph.memsz > 1 << 64:
             raise DumpDamaged(f"Invalid ELF dump (PT_LOAD {ph.index}: address wraps around)")
         if ph.filesz:
-            chunks.append(MemChunk(ph.paddr, ph.filesz, FileSpan(fd, ph.offset), ph.vaddr))
+            chunks.append(MemChunk(ph.paddr, ph.filesz, FileSpan(fd, core.base + ph.offset), ph.vaddr))
         if ph.memsz > ph.filesz:
             chunks.append(MemChunk(ph.paddr + ph.filesz, ph.memsz - ph.filesz, None,
                                    ph.vaddr + ph.filesz))
     return merge_chunks(chunks)
 
 
-def read_elf(fd: int, file_size: int, path: Optional[str] = None) -> Dump:
+def read_elf(fd: int, file_size: int, path: Optional[str] = None, *, base: int = 0) -> Dump:
     """Build the dump model of an ELF core open on `fd` (caller keeps the fd)."""
     try:
-        core = parse_elf_core(fd, file_size)
+        core = parse_elf_core(fd, file_size, base=base)
     except InvalidCore as exc:
         raise DumpDamaged(str(exc)) from None
     notes = read_notes(fd, core)
