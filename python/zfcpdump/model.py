@@ -139,6 +139,14 @@ class Dump:
     vmcoreinfo: Optional[bytes] = None
     attrs: DumpAttrs = field(default_factory=DumpAttrs)
     path: Optional[str] = None
+    # What the CPU list holds (zgetdump's dfi_cpu_content): "all" registers, "lc"
+    # (prefixes only: some lowcore lies outside the dumped memory) or "none";
+    # None: decided by whether there are CPUs (writers.cpu_content).
+    cpu_content: Optional[str] = None
+    # Stand-alone dump that contains a kdump kernel: its crashkernel (base, size).
+    kdump_area: Optional[tuple[int, int]] = None
+    vmcoreinfo_in_memory: bool = False  # found through lowcore 0xE18/0xE0C
+    kdump_incomplete: bool = False  # kdump-compressed header status 0x8
     _fds: list[int] = field(default_factory=list, repr=False)
 
     # ---- memory ---------------------------------------------------------------

@@ -155,7 +155,7 @@ def enrich(dump: Dump, select: Optional[str] = None) -> None:
             raise SelectError('The "--select" option is not possible with this dump')
         return
     area = kdump_area(dump)
-    setattr(dump, "kdump_area", area)
+    dump.kdump_area = area
     if select and area is None:
         raise SelectError('The "--select" option is not possible with this dump')
     if area is not None and select is None:
@@ -165,7 +165,7 @@ def enrich(dump: Dump, select: Optional[str] = None) -> None:
     found = vmcoreinfo_from_memory(dump)
     if found:
         dump.vmcoreinfo = found
-        setattr(dump, "vmcoreinfo_in_memory", True)
+        dump.vmcoreinfo_in_memory = True
         uts = utsname_from_memory(dump, found)
         if uts:
             dump.attrs.utsname = uts
@@ -188,7 +188,7 @@ def apply_select(dump: Dump, area: tuple[int, int], select: str) -> None:
     rest = _cut(dump.chunks, size, base) + _cut(dump.chunks, base + size, 1 << 64)
     dump.chunks = sorted(low + rest, key=lambda c: c.start)
     dump.cpus = []
-    setattr(dump, "cpu_content", "none")
+    dump.cpu_content = "none"
 
 
 def _window(chunks: list[MemChunk], lo: int, size: int, shift: int) -> list[MemChunk]:

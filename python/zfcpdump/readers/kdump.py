@@ -327,7 +327,7 @@ def read_kdump_from(pread: Pread, size: int, fmt: str, path: Optional[str]) -> D
         from ..formats.s390_dump import unix_us_to_tod
         a.time_created = unix_us_to_tod(hdr.tv_sec * 1_000_000)
     a.file_size = size
-    setattr(dump, "kdump_incomplete", bool(hdr.status & STATUS_INCOMPLETE))
+    dump.kdump_incomplete = bool(hdr.status & STATUS_INCOMPLETE)
     return dump
 
 

@@ -104,4 +104,4 @@ def set_cpu_content(dump: Dump, hdr: S.S390Header, mem_size: int) -> None:
         content = "all"
     else:
         content = "lc"
-    setattr(dump, "cpu_content", content)
+    dump.cpu_content = content

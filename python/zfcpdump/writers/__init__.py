@@ -24,9 +24,8 @@ def get_writer(name: str) -> Callable[[Dump], Layout]:
 
 def cpu_content(dump: Dump) -> str:
     """"all" registers, "lc" (prefixes only) or "none" (zgetdump's dfi_cpu_content)."""
-    content = getattr(dump, "cpu_content", None)
-    if content:
-        return content
+    if dump.cpu_content:
+        return dump.cpu_content
     return "all" if dump.cpus else "none"
 
 
