@@ -11,9 +11,11 @@ the first byte is written.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -27,6 +29,7 @@ from .progress import Progress, mib
 from .readers.elf import ElfCore, parse_elf_core
 
 PAGE = 4096
+MAX_CSUM_SIZE = 1 << 20  # zipl writes 4096; bounds what a hostile superblock makes us read
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,50 @@ def release_hsa(zcore_dir: str) -> None:
         f.write("0")
 
 
+def _read_or_refuse(fd: int, size: int, offset: int, what: str) -> bytes:
+    try:
+        return os.pread(fd, size, offset)
+    except OSError as exc:
+        raise DiskRefused(f"{what}: offset=0x{offset:016x} bytes=0x{size:016x}\n"
+                          f"{exc.strerror}") from None
+    except (OverflowError, ValueError):
+        return b""
+
+
+def locate(disk: str, disk_fd: int, block_size: Optional[int] = None) -> tuple[DumpPartition, Superblock]:
+    """zfcpdump's checks of block 0, the superblock, the partition and the checksum
+    (behaviour.md §2.2), in its order and words. Reads only; raises DiskRefused."""
+    raw = _read_or_refuse(disk_fd, 152, 0, "Cannot read MBR")
+    if len(raw) < 152:
+        raise DiskRefused("Cannot read MBR")
+    mbr = ScsiMbr.from_bytes(raw)
+    mbr.check_dump_boot_info()
+    raw_sb = _read_or_refuse(disk_fd, SUPERBLOCK_SIZE, mbr.superblock_offset,
+                             "Cannot read superblock")
+    if len(raw_sb) < SUPERBLOCK_SIZE:
+        raise DiskRefused("Cannot read superblock")
+    sb = Superblock.from_bytes(raw_sb)
+    if sb.magic != SUPERBLOCK_MAGIC:
+        raise DiskRefused("Dump data block wrong magic")
+    part = match_partition(disk, disk_fd, sb.part_start, sb.part_size, block_size)
+    if sb.csum_size > MAX_CSUM_SIZE:
+        raise DiskRefused("Error reading checksum from disk; Getting Checksum failed")
+    try:
+        area = os.pread(disk_fd, sb.csum_size, sb.part_start + sb.csum_offset)
+    except (OSError, OverflowError, ValueError):
+        raise DiskRefused("Error reading checksum from disk; Getting Checksum failed") from None
+    if len(area) != sb.csum_size:
+        raise DiskRefused("Error reading checksum from disk; Getting Checksum failed")
+    if cksm(area, CSUM_SEED) != sb.csum:
+        raise DiskRefused("Checksum wrong, filesystem changed")
+    # The areas we will write must lie inside the partition (a superblock that says
+    # otherwise was not written by zipl, whatever its checksum).
+    if (sb.dump_offset + sb.dump_size > sb.part_size
+            or sb.csum_offset + sb.csum_size > sb.part_size):
+        raise DiskRefused("Dump data block describes areas outside the partition")
+    return part, sb
+
+
 class Capture:
     """One capture run. `run()` raises DiskRefused/InvalidCore before anything is
     written, DumpFailed (or the interrupting exception) after."""
@@ -133,28 +180,7 @@ class Capture:
 
     # ---- validation (nothing written) ------------------------------------------
     def locate(self, disk_fd: int) -> tuple[DumpPartition, Superblock]:
-        raw = os.pread(disk_fd, 152, 0)
-        if len(raw) < 152:
-            raise DiskRefused("Cannot read MBR")
-        mbr = ScsiMbr.from_bytes(raw)
-        mbr.check_dump_boot_info()
-        raw_sb = os.pread(disk_fd, SUPERBLOCK_SIZE, mbr.superblock_offset)
-        if len(raw_sb) < SUPERBLOCK_SIZE:
-            raise DiskRefused("Cannot read superblock")
-        sb = Superblock.from_bytes(raw_sb)
-        if sb.magic != SUPERBLOCK_MAGIC:
-            raise DiskRefused("Dump data block wrong magic")
-        part = match_partition(self.opts.disk, disk_fd, sb.part_start, sb.part_size,
-                               self.opts.block_size)
-        try:
-            area = os.pread(disk_fd, sb.csum_size, sb.part_start + sb.csum_offset)
-        except OSError:
-            raise DiskRefused("Error reading checksum from disk; Getting Checksum failed") from None
-        if len(area) != sb.csum_size:
-            raise DiskRefused("Error reading checksum from disk; Getting Checksum failed")
-        if cksm(area, CSUM_SEED) != sb.csum:
-            raise DiskRefused("Checksum wrong, filesystem changed")
-        return part, sb
+        return locate(self.opts.disk, disk_fd, self.opts.block_size)
 
     # ---- the run --------------------------------------------------------------------
     def run(self) -> CaptureResult:
@@ -203,23 +229,46 @@ class Capture:
         progress = Progress(vmcore_size, c.out, interval_s=o.progress_interval_s,
                             tty=_stderr_if_tty())
         progress.update(0)
+        self._busy_page: Optional[bytes] = None
+        self._page0_issued = False
         try:
             self._write_busy(disk_fd, sb, base)
-            result = self._copy(src_fd, disk_fd, table, base, part, progress)
+            result = self._copy(src_fd, disk_fd, table, base, part, progress, sb)
         except BaseException:
-            self._checksum_after_failure(disk_fd, sb)
+            with _signals_deferred():
+                self._undo_after_failure(disk_fd, sb, base)
             raise
         progress.finish()
         result.ranges = table
         return result
 
     def _write_busy(self, disk_fd: int, sb: Superblock, base: int) -> None:
-        self._pwrite(disk_fd, BUSY_MARKER, base, "Write of busy marker to partition")
-        self._update_checksum(disk_fd, sb)
+        """The busy marker and the checksum that matches it, back to back (the checksum
+        computed beforehand, no signal in between), then flushed."""
+        self._superblock_offset = ScsiMbr.from_bytes(
+            self._pread(disk_fd, 152, 0, "Read of MBR")).superblock_offset
+        # What the first page holds from now on until page 0 is written: restored if the
+        # capture fails after page 0 went out, so a failed dump never looks valid.
+        page = bytearray(self._pread(disk_fd, min(PAGE, sb.dump_size), base, "Read of partition"))
+        page[: len(BUSY_MARKER)] = BUSY_MARKER
+        self._busy_page = bytes(page)
+        new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, self._busy_page), CSUM_SEED))
+        with _signals_deferred():
+            self._pwrite(disk_fd, BUSY_MARKER, base, "Write of busy marker to partition")
+            self._pwrite(disk_fd, new_sb.to_bytes(), self._superblock_offset, "Write of superblock")
         self._flush(disk_fd)
 
+    def _overlay(self, disk_fd: int, sb: Superblock, base: int, data: bytes) -> bytes:
+        """The checksummed area as it will be once `data` is written at `base`."""
+        area_start = sb.part_start + sb.csum_offset
+        area = bytearray(self._pread(disk_fd, sb.csum_size, area_start, "Read of checksum area"))
+        lo, hi = max(base, area_start), min(base + len(data), area_start + len(area))
+        if hi > lo:
+            area[lo - area_start : hi - area_start] = data[lo - base : hi - base]
+        return bytes(area)
+
     def _copy(self, src_fd: int, disk_fd: int, table: list[CopyEntry], base: int,
-              part: DumpPartition, progress: Progress) -> CaptureResult:
+              part: DumpPartition, progress: Progress, sb: Superblock) -> CaptureResult:
         o = self.opts
         page0 = table[-1]
         bulk = table[:-1]
@@ -247,15 +296,19 @@ class Capture:
             done += res.bytes_copied
             digests.extend(res.digests)
             direct_used = direct_used or res.direct
-        # Page 0 makes the dump valid: only after everything else is durable.
-        head = os.pread(src_fd, page0.size, 0)
+        # Everything but page 0 is durable now (copy_ranges ended with fdatasync).
+        # Page 0 makes the dump valid: it and the checksum that matches it are written
+        # back to back (no signal in between), then flushed.
+        head = self._pread(src_fd, page0.size, 0, f"Read from {o.vmcore}")
         if len(head) != page0.size:
             raise DumpFailed(f"Read from {o.vmcore} failed: offset=0x{0:016x} bytes=0x{page0.size:016x}"
                              "\nunexpected end of file")
-        self._pwrite(disk_fd, head, base, "Write to partition")
-        self._flush(disk_fd)
-        sb = Superblock.from_bytes(os.pread(disk_fd, SUPERBLOCK_SIZE, self._sb_offset))
-        self._update_checksum(disk_fd, sb)
+        sb_offset = self._superblock_offset
+        new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, head), CSUM_SEED))
+        with _signals_deferred():
+            self._page0_issued = True
+            self._pwrite(disk_fd, head, base, "Write to partition")
+            self._pwrite(disk_fd, new_sb.to_bytes(), sb_offset, "Write of superblock")
         self._flush(disk_fd)
         progress.update(done + page0.size)
         result = CaptureResult(part, page0.size + done, direct=direct_used)
@@ -285,24 +338,33 @@ class Capture:
         return whole.hex()
 
     # ---- helpers ------------------------------------------------------------------
-    @property
-    def _sb_offset(self) -> int:
-        return self._superblock_offset
-
     def _update_checksum(self, disk_fd: int, sb: Superblock) -> None:
-        self._superblock_offset = ScsiMbr.from_bytes(os.pread(disk_fd, 152, 0)).superblock_offset
-        area = os.pread(disk_fd, sb.csum_size, sb.part_start + sb.csum_offset)
+        raw = self._pread(disk_fd, 152, 0, "Read of MBR")
+        self._superblock_offset = ScsiMbr.from_bytes(raw).superblock_offset
+        area = self._pread(disk_fd, sb.csum_size, sb.part_start + sb.csum_offset,
+                           "Read of checksum area")
         new = sb.with_csum(cksm(area, CSUM_SEED))
         self._pwrite(disk_fd, new.to_bytes(), self._superblock_offset, "Write of superblock")
 
-    def _checksum_after_failure(self, disk_fd: int, sb: Superblock) -> None:
-        """On any failure: the checksum still matches what is there (the busy marker),
-        so the next capture is allowed, and it is flushed."""
+    def _undo_after_failure(self, disk_fd: int, sb: Superblock, base: int) -> None:
+        """On any failure: if page 0 may have gone out, put the busy page back (the dump
+        must not look valid); then make the checksum match what is there, so the next
+        capture is allowed, and flush. Errors here are reported, not raised."""
         try:
+            if self._page0_issued and self._busy_page is not None:
+                self._pwrite(disk_fd, self._busy_page, base, "Write of busy marker to partition")
             self._update_checksum(disk_fd, sb)
             os.fsync(disk_fd)
         except (OSError, DumpFailed) as exc:
-            self.console.err(f"ERROR: Checksum update after failure failed: {exc}")
+            text = str(exc).replace("\n", ": ")
+            self.console.err(f"ERROR: Checksum update after failure failed: {text}")
+
+    def _pread(self, fd: int, size: int, offset: int, what: str) -> bytes:
+        try:
+            return os.pread(fd, size, offset)
+        except OSError as exc:
+            raise DumpFailed(f"{what} failed: offset=0x{offset:016x} bytes=0x{size:016x}"
+                             f"\n{exc.strerror}") from None
 
     def _pwrite(self, fd: int, data: bytes, offset: int, what: str) -> None:
         view = memoryview(data)
@@ -354,6 +416,23 @@ class Capture:
             except (OSError, DumpFailed):
                 pass
         self.hsa_released = True
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM/SIGHUP back for a few system calls that belong together
+    (page 0 and its checksum; the clean-up after a failure). They are delivered, and
+    their handlers run, when the block ends."""
+    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _stderr_if_tty():

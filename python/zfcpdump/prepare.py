@@ -100,7 +100,8 @@ def prepare(part: DumpPartition, image: Optional[str], initrd: Optional[str], *,
         sb_offset = part.start + dump_size + 2 * bs
         table_block = (part.start + dump_size) // bs + len(area) // bs - 1
         _pwrite_all(fd, area, part.start + dump_size)
-        _pwrite_all(fd, bytes(min(ZERO_START_BYTES, part.size)), part.start)
+        # zipl zeroes 64 KiB (or the whole partition); never into the bootmap area.
+        _pwrite_all(fd, bytes(min(ZERO_START_BYTES, dump_size)), part.start)
         os.fsync(fd)
         block0 = bytearray(os.pread(fd, bs, 0))
         mbr = ScsiMbr(program_table=BlockPtr(table_block, bs), superblock_offset=sb_offset)

@@ -81,7 +81,10 @@ def _read_gpt(fd: int, block_size: int, disk_size: int) -> list[Partition]:
     if hdr[:8] != b"EFI PART":
         raise DiskRefused("Could not read partition table (GPT header missing)")
     entries_lba, count, entry_size = struct.unpack_from("<QII", hdr, 72)
-    if entry_size < 128 or count > MAX_GPT_ENTRIES or entries_lba * block_size >= disk_size:
+    # Bound what the header claims by what the disk really holds before reading it.
+    table_end = entries_lba * block_size + count * entry_size
+    if (not 128 <= entry_size <= 4096 or entry_size % 8 or count > MAX_GPT_ENTRIES
+            or entries_lba == 0 or table_end > disk_size):
         raise DiskRefused("Could not read partition table (GPT header invalid)")
     table = os.pread(fd, count * entry_size, entries_lba * block_size)
     parts = []
