@@ -25,6 +25,7 @@ from .disk.cksm import cksm
 from .disk.target import DumpPartition, match_partition
 from .disk.zipl import BUSY_MARKER, CSUM_SEED, SUPERBLOCK_SIZE, ScsiMbr, Superblock, SUPERBLOCK_MAGIC
 from .errors import DiskRefused, DumpFailed, InvalidCore, NotThisFormat
+from .fileio import pwrite_all
 from .progress import Progress, mib
 from .readers.elf import ElfCore, parse_elf_core
 
@@ -367,15 +368,8 @@ class Capture:
                              f"\n{exc.strerror}") from None
 
     def _pwrite(self, fd: int, data: bytes, offset: int, what: str) -> None:
-        view = memoryview(data)
-        pos = offset
         try:
-            while view:
-                n = os.pwrite(fd, view, pos)
-                if n <= 0:
-                    raise OSError(errno.EIO, "write returned 0")
-                view = view[n:]
-                pos += n
+            pwrite_all(fd, data, offset)
         except OSError as exc:
             raise DumpFailed(f"{what} failed: offset=0x{offset:016x} bytes=0x{len(data):016x}"
                              f"\n{exc.strerror}") from None

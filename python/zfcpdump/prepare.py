@@ -19,6 +19,7 @@ from .disk.zipl import (
     bootmap_header, component_script, program_table,
 )
 from .errors import DiskRefused
+from .fileio import pwrite_all
 
 DEFAULT_IMAGE = "/lib/s390-tools/zfcpdump/zfcpdump-image"
 DEFAULT_INITRD = "/lib/s390-tools/zfcpdump/zfcpdump-initrd"
@@ -99,14 +100,14 @@ def prepare(part: DumpPartition, image: Optional[str], initrd: Optional[str], *,
         area = _bootmap_area(part, dump_size, kernel, ramdisk)
         sb_offset = part.start + dump_size + 2 * bs
         table_block = (part.start + dump_size) // bs + len(area) // bs - 1
-        _pwrite_all(fd, area, part.start + dump_size)
+        pwrite_all(fd, area, part.start + dump_size)
         # zipl zeroes 64 KiB (or the whole partition); never into the bootmap area.
-        _pwrite_all(fd, bytes(min(ZERO_START_BYTES, dump_size)), part.start)
+        pwrite_all(fd, bytes(min(ZERO_START_BYTES, dump_size)), part.start)
         os.fsync(fd)
         block0 = bytearray(os.pread(fd, bs, 0))
         mbr = ScsiMbr(program_table=BlockPtr(table_block, bs), superblock_offset=sb_offset)
         block0[: len(mbr.to_bytes())] = mbr.to_bytes()
-        _pwrite_all(fd, bytes(block0), 0)
+        pwrite_all(fd, bytes(block0), 0)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -163,13 +164,3 @@ def _block_list(start: int, count: int, bs: int) -> bytes:
     if count:
         raise DiskRefused("Dump tool component too large for one block list")
     return bytes(out)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        if n <= 0:
-            raise OSError(5, "write returned 0")
-        view = view[n:]
-        offset += n

@@ -15,6 +15,7 @@ import sys
 from typing import Callable, Optional, TextIO
 
 from .errors import ZfcpdumpError
+from .fileio import pwrite_all
 from .layout import BufferPiece, ChunkPiece, Layout, ZeroPiece
 from .progress import Progress
 
@@ -47,22 +48,12 @@ def _py_copy_ranges(src_fd: int, dst_fd: int, ranges, progress=None) -> int:
             data = os.pread(src_fd, n, src + pos)
             if len(data) != n:
                 raise ZfcpdumpError(f"Short read at input offset 0x{src + pos:x}")
-            _pwrite_all(dst_fd, data, dst + pos)
+            pwrite_all(dst_fd, data, dst + pos)
             pos += n
             done += n
             if progress:
                 progress(done)
     return done
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        if n <= 0:
-            raise OSError(5, "short write")
-        view = view[n:]
-        offset += n
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -116,12 +107,12 @@ def _copy_sparse(layout: Layout, fd: int, engine: str,
             else:
                 _py_copy_ranges(span.fd, fd, ranges, cb)
         elif isinstance(c, BufferPiece):
-            _pwrite_all(fd, c.data[: piece.size], piece.offset)
+            pwrite_all(fd, c.data[: piece.size], piece.offset)
         else:
             pos = 0
             while pos < piece.size:
                 n = min(BLOCK, piece.size - pos)
-                _pwrite_all(fd, c.read(pos, n), piece.offset + pos)
+                pwrite_all(fd, c.read(pos, n), piece.offset + pos)
                 pos += n
                 if progress:
                     progress(done + pos)
