@@ -87,6 +87,7 @@ class CaptureOptions:
     progress_interval_s: float = 10.0
     block_size: Optional[int] = None  # image files: override the detected block size
     meta_path: Optional[str] = None
+    live_bar: bool = True  # a bar on a terminal stderr; off on a dump kernel's console
 
 
 @dataclass
@@ -228,7 +229,7 @@ class Capture:
         c.out("Writing dump:")
         base = part.start + sb.dump_offset
         progress = Progress(vmcore_size, c.out, interval_s=o.progress_interval_s,
-                            tty=_stderr_if_tty())
+                            tty=_stderr_if_tty() if o.live_bar else None)
         progress.update(0)
         self._busy_page: Optional[bytes] = None
         self._page0_issued = False

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Install what the end-to-end dump-kernel test (tests/test_e2e_x86_64.py) needs:
+#
+# * host packages (Debian 12): qemu-system-x86 (QEMU + SeaBIOS), kexec-tools
+#   (vmcore-dmesg, to read the panic out of the dump), fdisk, and dpkg/apt (present);
+# * the guest software, downloaded with `apt-get download` and unpacked with
+#   `dpkg-deb -x` into ${ZFCPDUMP_E2E_CACHE:-/var/cache/zfcpdump-e2e}/x86_64:
+#   Debian's kernel (linux-image-amd64's image package, with its modules), busybox-static,
+#   kexec-tools and its libraries, python3.11-minimal, libpython3.11-stdlib and their
+#   libraries, python3-pyelftools (tests/e2e/assets.py has the list).
+#
+# Idempotent and quiet; safe to re-run. Needs root (apt-get install); works without a
+# TTY and with stdin closed. Prints one summary line at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+export LC_ALL=C
+START=$SECONDS
+
+HOST_PKGS=(qemu-system-x86 kexec-tools fdisk python3)
+
+LOG=$(mktemp -t install-e2e.XXXXXX)
+trap 'rm -f "$LOG"' EXIT
+
+die() {
+    echo "install-e2e: $*" >&2
+    if [ -s "$LOG" ]; then
+        echo "--- log ---" >&2
+        tail -n 40 "$LOG" >&2
+    fi
+    exit 1
+}
+
+quiet() {
+    "$@" </dev/null >>"$LOG" 2>&1 || die "failed: $*"
+}
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "must run as root (or have sudo)"
+    SUDO=(sudo -n)
+fi
+
+# 1. Host packages (apt-get update only when needed).
+missing=()
+for p in "${HOST_PKGS[@]}"; do
+    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$st" = installed ] || missing+=("$p")
+done
+APT_INSTALL=(apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0)
+if [ ${#missing[@]} -gt 0 ]; then
+    need_update=0
+    if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+        need_update=1
+    else
+        for p in "${missing[@]}"; do
+            cand=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
+            if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then need_update=1; fi
+        done
+    fi
+    [ $need_update -eq 1 ] && quiet "${SUDO[@]}" apt-get update -qq
+    if ! "${SUDO[@]}" "${APT_INSTALL[@]}" "${missing[@]}" </dev/null >>"$LOG" 2>&1; then
+        [ $need_update -eq 1 ] && die "apt-get install ${missing[*]} failed"
+        quiet "${SUDO[@]}" apt-get update -qq
+        quiet "${SUDO[@]}" "${APT_INSTALL[@]}" "${missing[@]}"
+    fi
+fi
+
+# 2. Guest packages, cached (the script re-downloads only when its package list changed;
+#    on stale package lists it runs apt-get update once and retries).
+CACHE=${ZFCPDUMP_E2E_CACHE:-/var/cache/zfcpdump-e2e}
+"${SUDO[@]}" mkdir -p "$CACHE"
+summary=$("${SUDO[@]}" env ZFCPDUMP_E2E_CACHE="$CACHE" python3 tests/e2e/assets.py fetch x86_64 \
+          2>>"$LOG" </dev/null) || die "guest packages: python3 tests/e2e/assets.py fetch x86_64 failed"
+
+qv=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+echo "e2e: qemu-system-x86 $qv; ${summary#e2e assets: } ($((SECONDS - START))s)"

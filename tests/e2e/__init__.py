@@ -1,0 +1,1 @@
+"""End-to-end dump-kernel harness (see harness.py)."""

@@ -1,0 +1,227 @@
+"""Guest software for the end-to-end dump-kernel tests, fetched from Debian with apt.
+
+Everything the guest runs comes from Debian 12 packages, downloaded with
+`apt-get download` and unpacked with `dpkg-deb -x` (never installed) into a cache:
+
+    $ZFCPDUMP_E2E_CACHE (default /var/cache/zfcpdump-e2e)/<arch>/
+        debs/           the .deb files
+        root/           all of them unpacked on top of each other
+        kernel/         vmlinuz + modules tree (when the arch uses a Debian kernel)
+        STAMP           the package list the cache was built from
+
+The architecture-specific parts are one `Arch` record each; `x86_64` is complete, and
+`s390x` is sketched so the next harness (the s390x kernel under
+/work/shared/samples/s390x-dump-kernel) only has to fill in what differs.
+
+Stdlib only: `.ci/install-e2e.sh` runs it with the system python3
+(`python3 tests/e2e/assets.py fetch x86_64`) before any venv exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+DEFAULT_CACHE = "/var/cache/zfcpdump-e2e"
+
+# Python in the dump kernel: Debian's interpreter, its standard library, and the
+# libraries those need (dependencies of python3.11-minimal, libpython3.11-minimal,
+# libpython3.11-stdlib that the extension modules we keep link against; no OpenSSL:
+# hashlib has built-in SHA-256), pyelftools
+# (our one runtime dependency), busybox for the init scripts, and kexec for the first
+# kernel. libgcc-s1 is for the Rust extension (unwinding).
+COMMON_PACKAGES = [
+    "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
+    "libc6", "zlib1g", "libexpat1", "libffi8", "libbz2-1.0", "liblzma5",
+    "libcrypt1", "libuuid1", "libgcc-s1", "python3-pyelftools", "busybox-static",
+    "kexec-tools",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    name: str                      # uname -m
+    deb_arch: str                  # Debian architecture
+    qemu: str                      # QEMU system emulator binary
+    qemu_package: str              # Debian package that has it
+    machine: tuple[str, ...]       # -M/-cpu arguments (accelerator added separately)
+    console: str                   # kernel console device
+    scsi_controller: str           # QEMU device for the SCSI HBA
+    kernel_package: Optional[str]  # Debian kernel metapackage (None: kernel given)
+    modules: tuple[str, ...]       # modules the dump kernel must load for /dev/sda
+    extra_packages: tuple[str, ...] = ()
+    kdump_append: str = ""         # extra dump-kernel parameters
+    first_append: str = ""         # extra first-kernel parameters
+    kvm_possible: bool = False     # host arch == guest arch
+
+    @property
+    def packages(self) -> list[str]:
+        return COMMON_PACKAGES + list(self.extra_packages)
+
+
+ARCHES = {
+    "x86_64": Arch(
+        name="x86_64", deb_arch="amd64", qemu="qemu-system-x86_64",
+        qemu_package="qemu-system-x86", machine=("-M", "pc"), console="ttyS0",
+        scsi_controller="virtio-scsi-pci", kernel_package="linux-image-amd64",
+        modules=("virtio_pci", "virtio_scsi", "sd_mod"),
+        # Debian's kexec links libxenctrl (libxenmisc4.17) and that the Xen tool libraries
+        extra_packages=("libxenmisc4.17", "libxencall1", "libxendevicemodel1", "libxenevtchn1",
+                        "libxenforeignmemory1", "libxengnttab1", "libxentoolcore1",
+                        "libxentoollog1"),
+        kdump_append="irqpoll nr_cpus=1 reset_devices",
+        kvm_possible=True,
+    ),
+    # Sketch for the s390x issue: the kernel comes from the shared sample (everything
+    # built in, so no modules), and its packages from a separate lists directory.
+    "s390x": Arch(
+        name="s390x", deb_arch="s390x", qemu="qemu-system-s390x",
+        qemu_package="qemu-system-misc", machine=("-M", "s390-ccw-virtio", "-cpu", "max"),
+        console="ttysclp0", scsi_controller="virtio-scsi-ccw", kernel_package=None,
+        modules=(), kdump_append="nr_cpus=1 scsi_debug.add_host=0",
+        first_append="scsi_debug.add_host=0",
+        extra_packages=(),
+    ),
+}
+
+
+def host_deb_arch() -> str:
+    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def cache_dir(arch: Arch) -> Path:
+    """$ZFCPDUMP_E2E_CACHE, else /var/cache/zfcpdump-e2e, else (not writable, e.g. not
+    root) ~/.cache/zfcpdump-e2e."""
+    given = os.environ.get("ZFCPDUMP_E2E_CACHE")
+    if given:
+        return Path(given) / arch.name
+    default = Path(DEFAULT_CACHE)
+    probe = default if default.exists() else default.parent
+    if os.access(probe, os.W_OK):
+        return default / arch.name
+    return Path.home() / ".cache" / "zfcpdump-e2e" / arch.name
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+def _run(cmd: list[str], cwd: Optional[Path] = None) -> str:
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if p.returncode:
+        raise FetchError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr.strip()[-2000:]}")
+    return p.stdout
+
+
+def _apt_options(arch: Arch, work: Path) -> list[str]:
+    opts = []
+    if os.geteuid() == 0:
+        opts += ["-o", "APT::Sandbox::User=root"]
+    if arch.deb_arch != host_deb_arch():
+        # Foreign architecture: separate lists and caches, the host's apt state untouched.
+        lists = work / "lists"
+        (lists / "partial").mkdir(parents=True, exist_ok=True)
+        (work / "aptcache").mkdir(exist_ok=True)
+        opts += ["-o", f"APT::Architecture={arch.deb_arch}",
+                 "-o", f"APT::Architectures={arch.deb_arch}",
+                 "-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={work / 'aptcache'}",
+                 "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache="]
+    return opts
+
+
+def _kernel_image_package(arch: Arch, opts: list[str]) -> str:
+    """linux-image-amd64 is a metapackage: the image is its one linux-image-* dependency."""
+    out = _run(["apt-cache", *opts, "depends", arch.kernel_package])
+    for line in out.splitlines():
+        m = re.match(r"\s*Depends:\s*(linux-image-\S+)", line)
+        if m:
+            return m.group(1)
+    raise FetchError(f"no linux-image-* dependency in `apt-cache depends {arch.kernel_package}`")
+
+
+def fetch(arch: Arch, log=lambda s: None) -> Path:
+    """Download and unpack the guest packages (once; later calls reuse the cache).
+    Returns the cache directory. Raises FetchError with apt's message on failure."""
+    base = cache_dir(arch)
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs share the cache
+        stamp = base / "STAMP"
+        wanted = "packages: " + " ".join(sorted(arch.packages))
+        if (stamp.exists() and (base / "root").is_dir()
+                and stamp.read_text().splitlines()[:1] == [wanted]):
+            return base
+        opts = _apt_options(arch, base)
+        if arch.deb_arch != host_deb_arch():
+            log(f"apt-get update ({arch.deb_arch} lists)")
+            _run(["apt-get", *opts, "-qq", "update"])
+        packages = list(arch.packages)
+        if arch.kernel_package:
+            packages.append(_kernel_image_package(arch, opts))
+        debs = base / "debs"
+        shutil.rmtree(debs, ignore_errors=True)
+        debs.mkdir()
+        log(f"apt-get download {' '.join(packages)}")
+        try:
+            _run(["apt-get", *opts, "-qq", "download", *packages], cwd=debs)
+        except FetchError:
+            if arch.deb_arch != host_deb_arch() or os.geteuid() != 0:
+                raise
+            _run(["apt-get", "-qq", "update"])  # stale host lists on a fresh machine
+            _run(["apt-get", *opts, "-qq", "download", *packages], cwd=debs)
+        names = sorted(d.name for d in debs.glob("*.deb"))
+        root = base / "root.new"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        for deb in sorted(debs.glob("*.deb")):
+            _run(["dpkg-deb", "-x", str(deb), str(root)])
+        shutil.rmtree(base / "root", ignore_errors=True)
+        root.rename(base / "root")
+        # The .debs are not needed any more (the kernel one alone is ~70 MB).
+        shutil.rmtree(debs)
+        stamp.write_text("\n".join([wanted, *names]) + "\n")
+        return base
+
+
+def kernel_paths(base: Path) -> tuple[Path, Path, str]:
+    """(vmlinuz, modules dir, version) inside an unpacked Debian kernel package."""
+    images = sorted(glob.glob(str(base / "root" / "boot" / "vmlinuz-*")))
+    if not images:
+        raise FetchError(f"no boot/vmlinuz-* under {base / 'root'}")
+    vmlinuz = Path(images[-1])
+    version = vmlinuz.name[len("vmlinuz-"):]
+    moddir = base / "root" / "lib" / "modules" / version
+    if not moddir.is_dir():
+        raise FetchError(f"no {moddir}")
+    return vmlinuz, moddir, version
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "fetch" or argv[1] not in ARCHES:
+        print(f"usage: assets.py fetch {{{','.join(ARCHES)}}}", file=sys.stderr)
+        return 2
+    arch = ARCHES[argv[1]]
+    try:
+        base = fetch(arch, log=lambda s: print(f"e2e assets: {s}", file=sys.stderr))
+    except FetchError as exc:
+        print(f"e2e assets: {exc}", file=sys.stderr)
+        return 1
+    extra = ""
+    if arch.kernel_package:
+        _, _, version = kernel_paths(base)
+        extra = f", kernel {version}"
+    print(f"e2e assets: {arch.name} guest packages in {base}{extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
