@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::engine;
 use crate::engine::copy::{CopyError, CopyOptions, EngineError};
+use crate::engine::kdump::{self, compress::Algo, header::HeaderInfo, Event, KdumpOptions};
 
 /// CKSM of `data` (formats.md §7).
 #[pyfunction]
@@ -172,6 +173,156 @@ fn read_digests<'py>(
     }
 }
 
+/// Result of `kdump_write`.
+#[pyclass(frozen, module = "zfcpdump._core")]
+struct KdumpResult {
+    /// block 0 (`disk_dump_header`): the caller writes it last
+    #[pyo3(get)]
+    header: Py<PyBytes>,
+    #[pyo3(get)]
+    file_size: u64,
+    #[pyo3(get)]
+    pages: u64,
+    #[pyo3(get)]
+    zero_pages: u64,
+    #[pyo3(get)]
+    compressed_pages: u64,
+    #[pyo3(get)]
+    data_offset: u64,
+    #[pyo3(get)]
+    direct: bool,
+    #[pyo3(get)]
+    threads: usize,
+}
+
+#[pymethods]
+impl KdumpResult {
+    fn __repr__(&self) -> String {
+        format!(
+            "KdumpResult(file_size={}, pages={}, zero_pages={}, compressed_pages={}, direct={}, threads={})",
+            self.file_size,
+            self.pages,
+            self.zero_pages,
+            self.compressed_pages,
+            if self.direct { "True" } else { "False" },
+            self.threads
+        )
+    }
+}
+
+/// Write a kdump-compressed dump except block 0; see `_core.pyi`.
+#[pyfunction]
+#[pyo3(signature = (src_fd, dst_fd, segments, *, base, limit, utsname, tv_sec, tv_usec = 0,
+                    nr_cpus = 0, big_endian, notes, vmcoreinfo = None, phys_base = 0,
+                    compress = "zstd", level = 1, dump_level = 1, page_size = 4096,
+                    threads = 0, direct = None, block_size = 512, batch_pages = 256,
+                    sync = true, hsa_pfn = 0, progress = None, on_hsa_read = None))]
+#[allow(clippy::too_many_arguments)]
+fn kdump_write(
+    py: Python<'_>,
+    src_fd: i32,
+    dst_fd: i32,
+    segments: Vec<(u64, Option<u64>, u64)>,
+    base: u64,
+    limit: u64,
+    utsname: [String; 6],
+    tv_sec: i64,
+    tv_usec: i64,
+    nr_cpus: u32,
+    big_endian: bool,
+    notes: Vec<u8>,
+    vmcoreinfo: Option<(u64, u64)>,
+    phys_base: u64,
+    compress: &str,
+    level: i32,
+    dump_level: u32,
+    page_size: u32,
+    threads: usize,
+    direct: Option<bool>,
+    block_size: usize,
+    batch_pages: usize,
+    sync: bool,
+    hsa_pfn: u64,
+    progress: Option<Bound<'_, PyAny>>,
+    on_hsa_read: Option<Bound<'_, PyAny>>,
+) -> PyResult<KdumpResult> {
+    let algo = Algo::parse(compress).map_err(PyValueError::new_err)?;
+    let plan = kdump::Plan {
+        segments: segments
+            .into_iter()
+            .map(|(paddr, src, size)| kdump::Segment { paddr, src, size })
+            .collect(),
+        header: HeaderInfo {
+            big_endian,
+            utsname,
+            tv_sec,
+            tv_usec,
+            nr_cpus,
+            phys_base,
+            block_size: page_size,
+            ..Default::default()
+        },
+        notes,
+        vmcoreinfo,
+        algo,
+        level,
+        dump_level,
+    };
+    let opts = KdumpOptions {
+        base,
+        limit,
+        threads,
+        direct,
+        block_size,
+        batch_pages,
+        sync,
+        hsa_pfn,
+    };
+    let progress = progress.filter(|p| !p.is_none()).map(Bound::unbind);
+    let on_hsa = on_hsa_read.filter(|p| !p.is_none()).map(Bound::unbind);
+    let mut pending: Option<PyErr> = None;
+    let res = py.detach(|| {
+        let mut tick = make_callback(&progress, &mut pending);
+        let mut cb = |e: Event| match e {
+            Event::Progress(done) => tick(done),
+            Event::HsaRead => match &on_hsa {
+                None => true,
+                Some(f) => Python::attach(|py| match f.call0(py) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        // reported through the progress path's slot on the next tick
+                        e.restore(py);
+                        false
+                    }
+                }),
+            },
+        };
+        kdump::write_kdump(src_fd, dst_fd, &plan, &opts, &mut cb)
+    });
+    match res {
+        Ok(r) => Ok(KdumpResult {
+            header: PyBytes::new(py, &r.header).unbind(),
+            file_size: r.file_size,
+            pages: r.pages,
+            zero_pages: r.zero_pages,
+            compressed_pages: r.compressed_pages,
+            data_offset: r.layout.data_off,
+            direct: r.direct,
+            threads: r.threads,
+        }),
+        Err(e) => {
+            let pending = pending.or_else(|| PyErr::take(py));
+            Err(map_err(py, e, pending))
+        }
+    }
+}
+
+/// (zlib runtime version, zstd version number) linked into the engine.
+#[pyfunction]
+fn kdump_library_versions() -> (String, u32) {
+    kdump::compress::library_versions()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -179,5 +330,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(copy_ranges, m)?)?;
     m.add_function(wrap_pyfunction!(read_digests, m)?)?;
     m.add_class::<CopyResult>()?;
+    m.add_function(wrap_pyfunction!(kdump_write, m)?)?;
+    m.add_function(wrap_pyfunction!(kdump_library_versions, m)?)?;
+    m.add_class::<KdumpResult>()?;
     Ok(())
 }

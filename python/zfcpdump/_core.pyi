@@ -79,3 +79,92 @@ def read_digests(
 def cksm(data: bytes, seed: int = 0x12345678) -> int:
     """s390 CKSM of ``data`` (formats.md §7): one's-complement sum of big-endian 32-bit
     words, a trailing partial word left-justified, starting from ``seed``."""
+
+class KdumpResult:
+    """Result of :func:`kdump_write` (read-only)."""
+
+    @property
+    def header(self) -> bytes:
+        """Block 0 (``disk_dump_header``, page-size bytes). Not written by the engine:
+        the capture writes it last, after everything else is flushed."""
+    @property
+    def file_size(self) -> int:
+        """Size of the whole kdump file (end of the last page's data)."""
+    @property
+    def pages(self) -> int:
+        """Dumpable pages (= page descriptors)."""
+    @property
+    def zero_pages(self) -> int:
+        """Pages that point at the shared zero page."""
+    @property
+    def compressed_pages(self) -> int:
+        """Pages stored compressed (the others are raw: compression did not shrink them)."""
+    @property
+    def data_offset(self) -> int:
+        """File offset of the page data (the shared zero page with dump level 1)."""
+    @property
+    def direct(self) -> bool:
+        """Whether block-aligned parts were written with O_DIRECT."""
+    @property
+    def threads(self) -> int:
+        """Compression threads used."""
+
+def kdump_write(
+    src_fd: int,
+    dst_fd: int,
+    segments: Sequence[Tuple[int, Optional[int], int]],
+    *,
+    base: int,
+    limit: int,
+    utsname: Sequence[str],
+    tv_sec: int,
+    tv_usec: int = 0,
+    nr_cpus: int = 0,
+    big_endian: bool,
+    notes: bytes,
+    vmcoreinfo: Optional[Tuple[int, int]] = None,
+    phys_base: int = 0,
+    compress: str = "zstd",
+    level: int = 1,
+    dump_level: int = 1,
+    page_size: int = 4096,
+    threads: int = 0,
+    direct: Optional[bool] = None,
+    block_size: int = 512,
+    batch_pages: int = 256,
+    sync: bool = True,
+    hsa_pfn: int = 0,
+    progress: Optional[Callable[[int], object]] = None,
+    on_hsa_read: Optional[Callable[[], object]] = None,
+) -> KdumpResult:
+    """Write a kdump-compressed ("diskdump", header_version 6) dump of the memory in
+    ``segments`` into ``dst_fd`` at ``base``, **except block 0**, which is returned in
+    :attr:`KdumpResult.header` (formats.md §13).
+
+    ``segments``: sorted, non-overlapping ``(paddr, src_offset, size)``; ``src_offset``
+    ``None`` means the range reads as zeroes. A partly covered page gets zeroes in the
+    rest. ``utsname``: six strings (sysname, nodename, release, version, machine,
+    domainname). ``notes``: the source's PT_NOTE bytes, copied after the sub header;
+    ``vmcoreinfo``: ``(offset in notes, size)`` of the VMCOREINFO text. ``big_endian``:
+    the dumped machine's byte order. ``compress``: ``none``, ``zlib``, ``snappy`` or
+    ``zstd`` (``lz4`` and ``lzo`` raise ``ValueError`` with the reason).
+    ``dump_level`` bit 1 elides zero pages (all share one descriptor and the zero page
+    that is the first data item).
+
+    Pages are read in pfn order by one thread, compressed by ``threads`` threads (0: the
+    available CPUs, never more), each page stored compressed only if that is smaller,
+    and written in order by one writer with O_DIRECT where possible (``direct`` as in
+    :func:`copy_ranges`). Memory: ``(2 * threads + 4) * batch_pages * page_size`` plus
+    about 6 MiB, whatever the dump size. No write reaches ``base + limit``: a dump that
+    does not fit raises ``EngineIOError(op="write", errno=ENOSPC)``; so does one whose
+    fixed part (headers, bitmaps, descriptors, zero page) does not fit, before any write.
+
+    ``hsa_pfn``: after every page below it has been read, ``on_hsa_read()`` is called
+    (once, on the calling thread) before any other page is read. ``progress`` gets the
+    source bytes processed about every 100 ms. Signals and exceptions as in
+    :func:`copy_ranges`. ``sync``: ``fdatasync`` at the end.
+    """
+
+def kdump_library_versions() -> Tuple[str, int]:
+    """(zlib runtime version, ZSTD_versionNumber()) of the libraries behind the
+    compressors; the pure-Python twin is byte-identical where Python uses the same."""

@@ -174,7 +174,7 @@ pub struct CopyResult {
 // ---------------------------------------------------------------------------------------
 // Small OS helpers
 
-fn errno() -> i32 {
+pub(crate) fn errno() -> i32 {
     std::io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)
@@ -259,12 +259,17 @@ fn pwrite_fn(fd: RawFd) -> impl FnMut(&[u8], u64) -> std::io::Result<usize> {
     }
 }
 
-fn pwrite_all(fd: RawFd, report_fd: RawFd, buf: &[u8], offset: u64) -> Result<(), EngineError> {
+pub(crate) fn pwrite_all(
+    fd: RawFd,
+    report_fd: RawFd,
+    buf: &[u8],
+    offset: u64,
+) -> Result<(), EngineError> {
     write_all_at(pwrite_fn(fd), buf, offset)
         .map_err(|(o, l, e)| EngineError::new(Op::Write, report_fd, o, l, e))
 }
 
-fn fdatasync(fd: RawFd) -> Result<(), EngineError> {
+pub(crate) fn fdatasync(fd: RawFd) -> Result<(), EngineError> {
     loop {
         // SAFETY: plain syscall.
         if unsafe { libc::fdatasync(fd) } == 0 {
@@ -278,7 +283,7 @@ fn fdatasync(fd: RawFd) -> Result<(), EngineError> {
 }
 
 /// An owned descriptor closed on drop (the O_DIRECT reopen).
-struct OwnedFd(RawFd);
+pub(crate) struct OwnedFd(pub(crate) RawFd);
 
 impl Drop for OwnedFd {
     fn drop(&mut self) {
@@ -290,7 +295,7 @@ impl Drop for OwnedFd {
 /// Reopen `fd` through /proc/self/fd with O_DIRECT|O_RDWR (a new open file description).
 /// Refused (EBADF) if `fd` itself is not open for writing, so the reopen never grants
 /// more access than the caller's descriptor has.
-fn open_direct(fd: RawFd) -> Result<OwnedFd, EngineError> {
+pub(crate) fn open_direct(fd: RawFd) -> Result<OwnedFd, EngineError> {
     // SAFETY: plain fcntl.
     let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if fl < 0 {
@@ -319,7 +324,7 @@ fn open_direct(fd: RawFd) -> Result<OwnedFd, EngineError> {
 }
 
 /// Logical block size of `fd` if it is a block device (`BLKSSZGET`).
-fn logical_block_size(fd: RawFd) -> Option<usize> {
+pub(crate) fn logical_block_size(fd: RawFd) -> Option<usize> {
     // SAFETY: fstat into a zeroed struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFBLK {
@@ -336,7 +341,7 @@ fn logical_block_size(fd: RawFd) -> Option<usize> {
 // Buffer pool
 
 /// `n` buffers of `size` bytes in one anonymous, pre-faulted mapping (page aligned).
-struct Pool {
+pub(crate) struct Pool {
     ptr: *mut u8,
     size: usize,
     n: usize,
@@ -348,7 +353,7 @@ unsafe impl Send for Pool {}
 unsafe impl Sync for Pool {}
 
 impl Pool {
-    fn new(n: usize, size: usize) -> std::io::Result<Pool> {
+    pub(crate) fn new(n: usize, size: usize) -> std::io::Result<Pool> {
         let total = n
             .checked_mul(size)
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
@@ -375,13 +380,13 @@ impl Pool {
 
     /// SAFETY: the caller must hold buffer `i` exclusively.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn buf_mut(&self, i: usize, len: usize) -> &mut [u8] {
+    pub(crate) unsafe fn buf_mut(&self, i: usize, len: usize) -> &mut [u8] {
         debug_assert!(i < self.n && len <= self.size);
         std::slice::from_raw_parts_mut(self.ptr.add(i * self.size), len)
     }
 
     /// SAFETY: nobody may write buffer `i` while the slice lives.
-    unsafe fn buf(&self, i: usize, len: usize) -> &[u8] {
+    pub(crate) unsafe fn buf(&self, i: usize, len: usize) -> &[u8] {
         debug_assert!(i < self.n && len <= self.size);
         std::slice::from_raw_parts(self.ptr.add(i * self.size), len)
     }

@@ -2,3 +2,4 @@
 
 pub mod cksm;
 pub mod copy;
+pub mod kdump;

@@ -7,9 +7,10 @@ import os
 import signal
 import sys
 import time
+from typing import Callable, Optional
 
 from ..capture import Capture, CaptureOptions, Console
-from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, ZfcpdumpError
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE, ZfcpdumpError
 from . import dumpkernel
 
 HELP = """\
@@ -22,6 +23,14 @@ flushed. An interrupted or failed dump never looks valid.
 
 DISK is the whole disk (block device or disk image file), not the partition.
 Nothing is written unless every check passes.
+
+With --compress the partition receives a kdump-compressed ("diskdump") file instead,
+as makedumpfile writes it (crash, drgn, libkdumpfile and makedumpfile read it): zero
+pages elided (--dump-level 1, the default), every other page compressed on all CPUs
+and stored compressed only where that makes it smaller. The protocol is the same; the
+disk_dump_header in the first block is written last. Since the compressed size is known
+only at the end, only the fixed part is checked before writing; the dump fails with
+"Disk too small" (and stays invalid) as soon as it would pass the end of the partition.
 """
 
 
@@ -40,8 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --verify: write an ngdump.meta-style file (version, file, sha256sum)")
     p.add_argument("--direct", choices=["auto", "on", "off"], default="auto",
                    help="O_DIRECT writes to the disk (default auto: when the target allows)")
-    p.add_argument("--buffer-size", type=_size, default=4 << 20, metavar="BYTES",
-                   help="bytes per I/O request (default 4M)")
+    p.add_argument("--buffer-size", type=_size, default=None, metavar="BYTES",
+                   help="bytes per I/O request (default 4M; 1M in a dump kernel with "
+                   "under 256 MiB of memory)")
     p.add_argument("--queue-depth", type=int, default=4, metavar="N",
                    help="I/O buffers in flight, rust engine (default 4)")
     p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
@@ -58,6 +68,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reipl", action="store_true",
                    help="at the end, re-IPL the crashed system through zcore/reipl")
     p.add_argument("--poweroff", action="store_true", help="at the end, power the machine off")
+    k = p.add_argument_group("kdump-compressed output")
+    k.add_argument("--compress", metavar="ALGO",
+                   help="write a kdump-compressed dump: zstd, zlib, lzo (python engine only), "
+                   "snappy or none (pages stored raw, zero pages still elided). lz4 is refused: "
+                   "the format has no LZ4 page flag")
+    k.add_argument("--level", type=int, metavar="N",
+                   help="compression level for zlib (0-9) and zstd (1-19); default 1 as makedumpfile")
+    k.add_argument("--dump-level", type=int, default=1, metavar="N",
+                   help="makedumpfile dump level: bit 1 excludes zero pages (default 1); "
+                   "higher bits need kernel page structures and are not applied")
+    k.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="compression threads, rust engine (default: the available CPUs, never more)")
 
 
 def _size(text: str) -> int:
@@ -106,29 +128,20 @@ def run(args: argparse.Namespace) -> int:
         vmcore=args.vmcore, disk=args.disk, engine=args.engine, zcore_dir=args.zcore_dir,
         release_hsa=not args.no_release_hsa, verify=args.verify or bool(args.meta),
         direct={"auto": None, "on": True, "off": False}[args.direct],
-        buffer_size=args.buffer_size, queue_depth=args.queue_depth,
+        buffer_size=_buffer_size(args.buffer_size, kernel_mode), queue_depth=args.queue_depth,
         progress_interval_s=args.progress_interval, block_size=args.block_size,
         meta_path=args.meta,
+        live_bar=not kernel_mode,  # the dump kernel's console shows only the 10 s lines
     )
-    status = EXIT_FAILED
-    try:
-        result = Capture(opts, console).run()
-        if result.digest:
-            console.out(f" sha256...: {result.digest} (verified)")
-            if args.meta:
-                _write_meta(args.meta, args.disk, result.digest)
-        status = EXIT_OK
-    except ZfcpdumpError as exc:
-        _error(console, str(exc))
-    except KeyboardInterrupt:
-        console.err(f"ERROR: Got signal: {signal.SIGINT}")
-        status = EXIT_SIGNAL_BASE + signal.SIGINT
-    except BaseException as exc:
-        signum = getattr(exc, "signum", None)
-        if signum is None:
-            raise
-        console.err(f"ERROR: Got signal: {signum}")
-        status = EXIT_SIGNAL_BASE + signum
+    if args.compress is not None:
+        problem = _kdump_usage(args)
+        if problem:
+            console.err(f"ERROR: {problem}")
+            return EXIT_USAGE
+        work = lambda: _run_kdump(args, opts, console)  # noqa: E731
+    else:
+        work = lambda: _run_raw(args, opts, console)  # noqa: E731
+    status = _guarded(work, console)
     console.blank()
     console.out("Dump successful" if status == EXIT_OK else "Dump failed")
     dumpkernel.finish(console, reipl=args.reipl or kernel_mode, poweroff=args.poweroff or kernel_mode,
@@ -136,8 +149,79 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+def _buffer_size(requested: Optional[int], kernel_mode: bool) -> int:
+    """4 MiB buffers by default; 1 MiB in a dump kernel with under 256 MiB of memory,
+    where the engine's (queue depth + 2) buffers decide whether the capture fits."""
+    if requested is not None:
+        return requested
+    if kernel_mode and dumpkernel.mem_total_bytes() < (256 << 20):
+        return 1 << 20
+    return 4 << 20
+
+
+def _guarded(work: Callable[[], None], console: Console) -> int:
+    """Run a capture; every failure becomes an ERROR: line and an exit status."""
+    try:
+        work()
+        return EXIT_OK
+    except ZfcpdumpError as exc:
+        _error(console, str(exc))
+    except ValueError as exc:  # a compressor module missing in the python engine
+        _error(console, str(exc))
+    except KeyboardInterrupt:
+        console.err(f"ERROR: Got signal: {signal.SIGINT}")
+        return EXIT_SIGNAL_BASE + signal.SIGINT
+    except BaseException as exc:
+        signum = getattr(exc, "signum", None)
+        if signum is None:
+            raise
+        console.err(f"ERROR: Got signal: {signum}")
+        return EXIT_SIGNAL_BASE + signum
+    return EXIT_FAILED
+
+
+def _run_raw(args: argparse.Namespace, opts: CaptureOptions, console: Console) -> None:
+    result = Capture(opts, console).run()
+    if result.digest:
+        console.out(f" sha256...: {result.digest} (verified)")
+        if args.meta:
+            _write_meta(args.meta, args.disk, result.digest)
+
+
 def _write_meta(path: str, disk: str, digest: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(f"version=1\nfile={disk}\nsha256sum={digest}\n")
     os.replace(tmp, path)
+
+
+def _kdump_usage(args: argparse.Namespace) -> str | None:
+    from ..capture_kdump import COMPRESSIONS
+    from ..formats.kdump_layout import LZ4_REFUSED
+
+    if args.compress == "lz4":
+        return f"--compress {LZ4_REFUSED}"
+    if args.compress not in COMPRESSIONS:
+        return f"--compress must be one of {', '.join(COMPRESSIONS)} (got {args.compress!r})"
+    if args.compress == "lzo" and args.engine == "rust":
+        return ("--compress lzo is available with --engine python only (python-lzo); "
+                "the rust engine has zstd, zlib, snappy and none")
+    if args.verify or args.meta:
+        return "--verify/--meta are not supported with --compress"
+    if not 0 <= args.dump_level <= 31:
+        return "--dump-level must be 0-31"
+    if args.threads < 0:
+        return "--threads must be 0 (all CPUs) or more"
+    return None
+
+
+def _run_kdump(args: argparse.Namespace, opts: CaptureOptions, console: Console) -> None:
+    """The capture with --compress (capture_kdump.py); same messages and exit codes."""
+    import dataclasses
+
+    from ..capture_kdump import KdumpCapture, KdumpCaptureOptions
+
+    kopts = KdumpCaptureOptions(**dataclasses.asdict(opts), compress=args.compress,
+                                level=args.level, dump_level=args.dump_level,
+                                threads=args.threads)
+    KdumpCapture(kopts, console).run()

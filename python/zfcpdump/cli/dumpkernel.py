@@ -48,6 +48,18 @@ def start(console: Console) -> None:
 DEFAULT_DUMP_DEBUG = 2
 
 
+def mem_total_bytes() -> int:
+    """MemTotal from /proc/meminfo (a large value when it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 62
+
+
 def parse_cmdline(console: Console, cmdline: str) -> int:
     """The dump_debug=1..6 parameter (behaviour.md §2.1 step 4), with upstream's
     warnings (and its typo)."""

@@ -1,0 +1,311 @@
+"""`dump --compress`: capture the vmcore as a kdump-compressed ("diskdump") file
+(formats.md §13) with zfcpdump's protocol (capture.py, behaviour.md §2-§3):
+
+  boot record -> superblock -> partition match -> checksum check (Capture.locate)
+  -> metadata size check -> busy marker + checksum (flushed)
+  -> sub header, bitmaps, page descriptors and page data, pages in pfn order, so the
+     HSA-backed low memory is read first and the HSA released right after it
+  -> fdatasync -> block 0 (disk_dump_header) -> checksum -> flush.
+
+Until block 0 is written the dump area starts with the busy marker, so an interrupted
+or failed capture never looks like a dump (neither ELF nor `KDUMP   `).
+
+Size: a compressed dump's size is unknown until the end. Before writing, only the
+fixed part (headers, notes, both bitmaps, descriptor table, shared zero page) is checked
+against dump_size ("Disk too small", nothing written). While writing, every write is
+checked against dump_size by the writer itself, which fails with ENOSPC *before* it
+would pass the end of the dump area; that is reported as "Disk too small" and the dump
+stays invalid (busy marker in block 0).
+
+Page filtering (--dump-level, makedumpfile's bits): bit 1 (zero pages) is applied; the
+other bits (cache, user and free pages) need the crashed kernel's page structures,
+which this version does not walk, so they are reported and ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from . import engine as engines
+from .capture import (Capture, CaptureOptions, CaptureResult, Console, _stderr_if_tty,
+                      copy_table, read_hsa_size)
+from .disk.cksm import cksm
+from .disk.zipl import BUSY_MARKER, CSUM_SEED, ScsiMbr, Superblock
+from .errors import DiskRefused, DumpFailed
+from .formats import elf_notes as N
+from .formats import kdump_layout as K
+from .progress import Progress, mib
+from .readers.elf import ElfCore, PT_NOTE, memory_chunks, read_elf
+from .model import FileSpan
+
+COMPRESSIONS = ("zstd", "zlib", "lzo", "snappy", "none")
+
+
+def kdump_writer(engine: str) -> Callable[..., Any]:
+    """`kdump_write` of the named engine (same signature in both)."""
+    if engine == "rust":
+        from . import _core
+
+        return _core.kdump_write
+    if engine == "python":
+        from . import _pykdump
+
+        return _pykdump.kdump_write
+    raise ValueError(f"unknown engine {engine!r}")
+
+
+@dataclass
+class KdumpCaptureOptions(CaptureOptions):
+    compress: str = "zstd"
+    level: Optional[int] = None  # None: 1, makedumpfile's level for zlib and zstd
+    dump_level: int = 1
+    threads: int = 0  # 0: all available CPUs
+
+
+@dataclass
+class KdumpCaptureResult(CaptureResult):
+    file_size: int = 0
+    pages: int = 0
+    zero_pages: int = 0
+    compressed_pages: int = 0
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class KdumpPlan:
+    """Everything both engines need besides the descriptors and the options."""
+
+    segments: list[tuple[int, Optional[int], int]]
+    notes: bytes
+    vmcoreinfo: Optional[tuple[int, int]]
+    utsname: list[str]
+    tv_sec: int
+    nr_cpus: int
+    big_endian: bool
+    phys_base: int
+    page_size: int
+    has_vmcoreinfo: bool
+
+    def writer_kwargs(self) -> dict:
+        return dict(utsname=self.utsname, tv_sec=self.tv_sec, tv_usec=0,
+                    nr_cpus=self.nr_cpus, big_endian=self.big_endian, notes=self.notes,
+                    vmcoreinfo=self.vmcoreinfo, phys_base=self.phys_base,
+                    page_size=self.page_size)
+
+
+def build_plan(src_fd: int, core: ElfCore, vmcore_size: int, *, now: Optional[float] = None) -> KdumpPlan:
+    """Memory segments, notes and header fields of an ELF core."""
+    notes = b"".join(os.pread(src_fd, ph.filesz, ph.offset) for ph in core.phdrs
+                     if ph.type == PT_NOTE and ph.filesz)
+    vmci = K.find_vmcoreinfo(notes, core.byteorder)
+    text = notes[vmci[0] : vmci[0] + vmci[1]].rstrip(b"\0") if vmci else b""
+    fields = {}
+    for line in text.decode("ascii", "replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key] = value
+    nr_cpus = sum(1 for n in N.iter_notes(notes, core.byteorder) if n.type == N.NT_PRSTATUS
+                  and n.name in (b"CORE", b"LINUX"))
+    uts: dict[str, str] = {}
+    if text:
+        try:
+            from .readers.enrich import utsname_from_memory
+
+            dump = read_elf(src_fd, vmcore_size)
+            uts = utsname_from_memory(dump, text) or {}
+        except Exception:  # best effort: the header falls back on VMCOREINFO
+            uts = {}
+    utsname = [
+        "Linux",  # libkdumpfile needs exactly this to set up the architecture
+        uts.get("nodename") or "(none)",
+        uts.get("release") or fields.get("OSRELEASE") or "unknown",
+        uts.get("version") or "unknown",
+        core.arch,
+        uts.get("domainname") or "(none)",
+    ]
+    crash_time = fields.get("CRASHTIME", "")
+    tv_sec = int(crash_time) if crash_time.isdigit() else int(now if now is not None else time.time())
+    page_size = int(fields["PAGESIZE"]) if fields.get("PAGESIZE", "").isdigit() else 4096
+    phys_base = 0
+    if core.arch == "x86_64" and fields.get("NUMBER(phys_base)", "").lstrip("-").isdigit():
+        phys_base = int(fields["NUMBER(phys_base)"]) & (2**64 - 1)
+    segments: list[tuple[int, Optional[int], int]] = []
+    for chunk in memory_chunks(src_fd, core):
+        src = chunk.source.file_offset if isinstance(chunk.source, FileSpan) else None
+        segments.append((chunk.start, src, chunk.size))
+    return KdumpPlan(segments, notes, vmci, utsname, tv_sec, nr_cpus, core.byteorder == "big",
+                     phys_base, page_size, bool(text))
+
+
+def dump_level_note(dump_level: int, has_vmcoreinfo: bool) -> tuple[int, Optional[str]]:
+    """(level applied, warning or None). Only bit 1 (zero pages) is implemented."""
+    applied = dump_level & K.DL_EXCLUDE_ZERO
+    rest = dump_level & ~K.DL_EXCLUDE_ZERO & 31
+    if not rest:
+        return applied, None
+    why = ("the dump has no VMCOREINFO" if not has_vmcoreinfo else
+           "this version does not walk the kernel's page structures")
+    names = [n for bit, n in ((2, "cache"), (4, "cache private"), (8, "user"), (16, "free"))
+             if rest & bit]
+    return applied, (f"--dump-level {dump_level}: excluding {', '.join(names)} pages is not "
+                     f"possible ({why}); only zero pages are "
+                     f"{'excluded' if applied else 'kept'} (dump level {applied})")
+
+
+class KdumpCapture(Capture):
+    """Capture.run() with a kdump-compressed writer instead of the byte copy."""
+
+    opts: KdumpCaptureOptions
+
+    def __init__(self, opts: KdumpCaptureOptions, console: Console):
+        super().__init__(opts, console)
+        self.writer = kdump_writer(opts.engine)
+
+    def _capture(self, src_fd: int, disk_fd: int, core: ElfCore, vmcore_size: int) -> CaptureResult:
+        o, c = self.opts, self.console
+        part, sb = self.locate(disk_fd)
+        c.out(f" partition: {part.name}")
+        hsa_size = read_hsa_size(o.zcore_dir)
+        copy_table(core, vmcore_size, hsa_size)  # the same HSA checks as the raw capture
+        plan = build_plan(src_fd, core, vmcore_size)
+        level_applied, warning = dump_level_note(o.dump_level, plan.has_vmcoreinfo)
+        if warning:
+            c.err(f"WARNING: {warning}")
+        exclude_zero = bool(level_applied & K.DL_EXCLUDE_ZERO)
+        runs = K.page_runs(plan.segments, plan.page_size)
+        layout = K.Layout.of(plan.page_size, len(plan.notes), runs, exclude_zero)
+        if layout.first_page_off > sb.dump_size:
+            raise DiskRefused(f"Disk too small: dump metadata={mib(layout.first_page_off)}MB "
+                              f"(diskspace={mib(sb.dump_size)}MB)")
+        if hsa_size == 0:
+            self.hsa_released = True
+        mem_bytes = layout.ndesc * plan.page_size
+        c.out(f" format...: kdump-compressed, {o.compress}"
+              f"{'' if o.level is None else f' level {o.level}'}, dump level {level_applied}")
+        c.blank()
+        c.out("Writing dump:")
+        base = part.start + sb.dump_offset
+        progress = Progress(mem_bytes, c.out, interval_s=o.progress_interval_s,
+                            tty=_stderr_if_tty())
+        progress.update(0)
+        start = time.monotonic()
+        self._k_header_issued = False
+        try:
+            self._k_write_busy(disk_fd, sb, base)
+            try:
+                res = self.writer(
+                    src_fd, disk_fd, plan.segments, base=base, limit=sb.dump_size,
+                    compress=o.compress, level=1 if o.level is None else o.level,
+                    dump_level=level_applied, threads=o.threads, direct=o.direct,
+                    block_size=part.block_size, hsa_pfn=-(-hsa_size // plan.page_size),
+                    progress=progress.update,
+                    on_hsa_read=self._release_hsa if hsa_size else None,
+                    **plan.writer_kwargs(),
+                )
+            except engines.EngineIOError as exc:
+                raise DumpFailed(self._kdump_io_message(exc, base, sb.dump_size, mem_bytes)) from None
+            # Block 0 makes the dump valid: only after everything else is durable
+            # (the writer ended with fdatasync); it and its checksum back to back.
+            self._k_write_block0(disk_fd, sb, base, bytes(res.header))
+        except BaseException:
+            with _signals_deferred():
+                self._k_undo(disk_fd, sb, base)
+            raise
+        progress.finish()
+        elapsed = time.monotonic() - start
+        ratio = res.file_size / mem_bytes if mem_bytes else 1.0
+        c.out(f" written..: {mib(res.file_size)} MB of {mib(mem_bytes)} MB memory "
+              f"({100 * ratio:.1f}%), {res.zero_pages} zero pages elided, "
+              f"{res.compressed_pages} of {res.pages} pages compressed")
+        return KdumpCaptureResult(part, vmcore_size, direct=res.direct, file_size=res.file_size,
+                                  pages=res.pages, zero_pages=res.zero_pages,
+                                  compressed_pages=res.compressed_pages, elapsed_s=elapsed)
+
+    # ---- protocol steps (kept here so that capture.py can change underneath) --------
+    def _k_sb_offset(self, disk_fd: int) -> int:
+        return ScsiMbr.from_bytes(self._pread(disk_fd, 152, 0, "Read of MBR")).superblock_offset
+
+    def _k_csum_with(self, disk_fd: int, sb: Superblock, base: int, data: bytes) -> Superblock:
+        """The superblock whose checksum matches the area once `data` is at `base`."""
+        area_start = sb.part_start + sb.csum_offset
+        area = bytearray(self._pread(disk_fd, sb.csum_size, area_start, "Read of checksum area"))
+        lo, hi = max(base, area_start), min(base + len(data), area_start + len(area))
+        if hi > lo:
+            area[lo - area_start : hi - area_start] = data[lo - base : hi - base]
+        return sb.with_csum(cksm(bytes(area), CSUM_SEED))
+
+    def _k_write_busy(self, disk_fd: int, sb: Superblock, base: int) -> None:
+        sb_off = self._k_sb_offset(disk_fd)
+        new_sb = self._k_csum_with(disk_fd, sb, base, BUSY_MARKER)
+        with _signals_deferred():
+            self._pwrite(disk_fd, BUSY_MARKER, base, "Write of busy marker to partition")
+            self._pwrite(disk_fd, new_sb.to_bytes(), sb_off, "Write of superblock")
+        self._flush(disk_fd)
+
+    def _k_write_block0(self, disk_fd: int, sb: Superblock, base: int, header: bytes) -> None:
+        sb_off = self._k_sb_offset(disk_fd)
+        new_sb = self._k_csum_with(disk_fd, sb, base, header)
+        with _signals_deferred():
+            self._k_header_issued = True
+            self._pwrite(disk_fd, header, base, "Write to partition")
+            self._pwrite(disk_fd, new_sb.to_bytes(), sb_off, "Write of superblock")
+        self._flush(disk_fd)
+
+    def _k_undo(self, disk_fd: int, sb: Superblock, base: int) -> None:
+        """After any failure: block 0 holds the busy marker again if the header may
+        have gone out, the checksum matches what is there, all flushed. Reported, not
+        raised."""
+        try:
+            if self._k_header_issued:
+                page = bytearray(self._pread(disk_fd, len(BUSY_MARKER), base, "Read of partition"))
+                page[: len(BUSY_MARKER)] = BUSY_MARKER
+                self._pwrite(disk_fd, bytes(page), base, "Write of busy marker to partition")
+            new_sb = self._k_csum_with(disk_fd, sb, base, b"")
+            self._pwrite(disk_fd, new_sb.to_bytes(), self._k_sb_offset(disk_fd), "Write of superblock")
+            os.fsync(disk_fd)
+        except (OSError, DumpFailed) as exc:
+            text = str(exc).replace("\n", ": ")
+            self.console.err(f"ERROR: Checksum update after failure failed: {text}")
+
+    def _kdump_io_message(self, exc: "engines.EngineIOError", base: int, dump_size: int,
+                          mem_bytes: int) -> str:
+        import errno
+
+        if exc.op == "write" and exc.errno == errno.ENOSPC:
+            return (f"Disk too small: the compressed dump does not fit "
+                    f"(memory={mib(mem_bytes)}MB, diskspace={mib(dump_size)}MB, "
+                    f"full at offset=0x{exc.offset - base:016x})"
+                    "\nTry a stronger --compress or a larger dump partition")
+        return self._io_message(exc, base)
+
+
+def read_kdump_header(raw: bytes) -> Optional[dict]:
+    """Minimal check of a block 0 (for messages and tests): None if not kdump."""
+    if raw[:8] != K.SIGNATURE:
+        return None
+    big = struct.unpack_from("<i", raw, 8)[0] != K.HEADER_VERSION
+    e = ">" if big else "<"
+    return {"version": struct.unpack_from(e + "i", raw, 8)[0], "big_endian": big,
+            "status": struct.unpack_from(e + "I", raw, 424)[0]}
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM/SIGHUP back for system calls that belong together (block 0
+    and its checksum; the clean-up after a failure), as capture.py does."""
+    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -1,0 +1,428 @@
+//! The bounded read → compress → write pipeline.
+//!
+//! Threads (scoped, all joined before returning):
+//! * the **calling thread** coordinates: every ~100 ms it reports progress; it answers
+//!   the reader's "HSA read" message (the caller releases the HSA then);
+//! * one **reader** fills batches of `batch_pages` pages in pfn order (`pread` into
+//!   recycled buffers);
+//! * `threads` **compressors** (the available CPUs, never more) turn a batch into
+//!   descriptors + data with their own codec state;
+//! * one **writer** puts the results back in batch order, assigns data offsets, appends
+//!   descriptors to the metadata stream and data to the data stream (aligned buffers,
+//!   O_DIRECT where possible).
+//!
+//! Memory bound: `threads + 2` input batches and `threads + 2` output batches of
+//! `batch_pages` × page size each (1 MiB by default), plus the two stream buffers
+//! (1 MiB metadata, 4 MiB data) and one 1 MiB bitmap window: with 2 CPUs and the
+//! defaults about 14 MiB, whatever the size of the dump. A compressor takes an output
+//! buffer *before* it takes a batch, so the batch the writer waits for always has its
+//! output buffer and the reorder step cannot deadlock.
+
+use std::collections::BTreeMap;
+use std::os::unix::io::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+
+use super::bitmap;
+use super::compress::{Algo, PageCompressor};
+use super::header::{self, encode_desc, Endian, HeaderInfo, DESC_SIZE};
+use super::stream::{Sink, Stream};
+use super::{Event, Layout, Run, Src};
+use crate::engine::copy::{pread_full, CopyError, TICK};
+
+const META_BUF: usize = 1 << 20;
+const DATA_BUF: usize = 4 << 20;
+const BITMAP_WINDOW: usize = 1 << 20;
+
+pub struct Job<'a> {
+    pub src_fd: RawFd,
+    pub runs: &'a [Run],
+    pub layout: &'a Layout,
+    pub info: &'a HeaderInfo,
+    pub notes: &'a [u8],
+    pub algo: Algo,
+    pub level: i32,
+    pub exclude_zero: bool,
+    pub base: u64,
+    pub threads: usize,
+    pub batch_pages: usize,
+    pub hsa_pfn: u64,
+}
+
+pub struct PipeOut {
+    /// absolute offset after the last data byte
+    pub data_end: u64,
+    pub zero_pages: u64,
+    pub compressed_pages: u64,
+}
+
+struct Batch {
+    seq: u64,
+    npages: usize,
+    buf: Vec<u8>,
+}
+
+#[derive(Default)]
+struct OutBuf {
+    /// (stored size, flags); size 0 = shared zero page
+    descs: Vec<(u32, u32)>,
+    data: Vec<u8>,
+}
+
+struct Done {
+    seq: u64,
+    out: OutBuf,
+}
+
+enum Msg {
+    HsaRead,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    err: Mutex<Option<CopyError>>,
+    done_pages: AtomicU64,
+}
+
+impl Shared {
+    fn fail(&self, e: CopyError) {
+        let mut g = self.err.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(e);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    // SAFETY: u64 has no invalid bit patterns; align_to only reinterprets.
+    let (head, mid, tail) = unsafe { page.align_to::<u64>() };
+    head.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
+}
+
+/// Write the metadata (sub header + notes, both bitmaps) and, with zero-page
+/// elision, the shared zero page; then run the pipeline.
+pub fn run(
+    job: &Job<'_>,
+    sink: &mut Sink,
+    cb: &mut dyn FnMut(Event) -> bool,
+) -> Result<PipeOut, CopyError> {
+    let l = job.layout;
+    let ps = l.page_size as usize;
+    let mut meta =
+        Stream::new(job.base + l.page_size, META_BUF, sink.align).map_err(CopyError::Os)?;
+    let mut data =
+        Stream::new(job.base + l.data_off, DATA_BUF, sink.align).map_err(CopyError::Os)?;
+    meta.append(sink, &header::encode_sub_header(job.info, job.notes))?;
+    let ranges = super::pfn_ranges(job.runs);
+    let half_bytes = (l.bitmap_blocks / 2 * l.page_size) as usize;
+    let mut window = vec![0u8; BITMAP_WINDOW.min(half_bytes.max(1))];
+    for _ in 0..2 {
+        // levels 0 and 1: RAM == dumpable, both bitmaps are the same
+        let mut at = 0usize;
+        while at < half_bytes {
+            let n = window.len().min(half_bytes - at);
+            bitmap::fill_window(&ranges, 8 * at as u64, &mut window[..n]);
+            meta.append(sink, &window[..n])?;
+            at += n;
+        }
+    }
+    debug_assert_eq!(meta.pos(), job.base + l.desc_off);
+    if job.exclude_zero {
+        data.append(sink, &vec![0u8; ps])?;
+    }
+
+    let shared = Shared {
+        stop: AtomicBool::new(false),
+        err: Mutex::new(None),
+        done_pages: AtomicU64::new(0),
+    };
+    let nslots = job.threads + 2;
+    let batch_bytes = job.batch_pages * ps;
+    let (free_in_tx, free_in_rx) = bounded::<Vec<u8>>(nslots);
+    let (free_out_tx, free_out_rx) = bounded::<OutBuf>(nslots);
+    for _ in 0..nslots {
+        free_in_tx.send(vec![0u8; batch_bytes]).expect("pool");
+        free_out_tx
+            .send(OutBuf {
+                descs: Vec::with_capacity(job.batch_pages),
+                data: Vec::with_capacity(batch_bytes),
+            })
+            .expect("pool");
+    }
+    let (work_tx, work_rx) = bounded::<Batch>(nslots);
+    let (done_tx, done_rx) = bounded::<Done>(nslots);
+    let (msg_tx, msg_rx) = bounded::<Msg>(1);
+    let (ack_tx, ack_rx) = bounded::<()>(1);
+
+    let result = std::thread::scope(|s| {
+        let sh = &shared;
+        let reader = {
+            let (free, work, msg) = (free_in_rx, work_tx, msg_tx.clone());
+            s.spawn(move || reader_thread(job, sh, free, work, msg, ack_rx))
+        };
+        let mut workers = Vec::new();
+        for _ in 0..job.threads {
+            let (outs, work, free, done) = (
+                free_out_rx.clone(),
+                work_rx.clone(),
+                free_in_tx.clone(),
+                done_tx.clone(),
+            );
+            let msg = msg_tx.clone();
+            workers.push(s.spawn(move || {
+                let _hold = msg; // disconnects the coordinator when the worker ends
+                compress_thread(job, sh, outs, work, free, done)
+            }));
+        }
+        let writer = {
+            let (rx, free, msg) = (done_rx, free_out_tx, msg_tx.clone());
+            let (meta, data) = (&mut meta, &mut data);
+            let sink = &mut *sink;
+            s.spawn(move || {
+                let _hold = msg;
+                writer_thread(job, sh, rx, free, sink, meta, data)
+            })
+        };
+        drop((msg_tx, free_in_tx, free_out_rx, work_rx, done_tx));
+
+        let mut cancelled = false;
+        loop {
+            match msg_rx.recv_timeout(TICK) {
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(Msg::HsaRead) => {
+                    if !cancelled && !cb(Event::HsaRead) {
+                        cancelled = true;
+                        sh.fail(CopyError::Cancelled);
+                    }
+                    let _ = ack_tx.send(());
+                }
+            }
+            if !cancelled {
+                let d = sh.done_pages.load(Ordering::Relaxed) * l.page_size;
+                if !cb(Event::Progress(d)) {
+                    cancelled = true;
+                    sh.fail(CopyError::Cancelled);
+                }
+            }
+        }
+        reader.join().expect("reader thread panicked");
+        let mut counts = (0u64, 0u64);
+        for w in workers {
+            let (z, c) = w.join().expect("compression thread panicked");
+            counts.0 += z;
+            counts.1 += c;
+        }
+        writer.join().expect("writer thread panicked");
+        counts
+    });
+    if let Some(e) = shared.err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    meta.flush(sink)?;
+    let data_end = data.pos();
+    data.flush(sink)?;
+    Ok(PipeOut {
+        data_end,
+        zero_pages: result.0,
+        compressed_pages: result.1,
+    })
+}
+
+fn reader_thread(
+    job: &Job<'_>,
+    sh: &Shared,
+    free: Receiver<Vec<u8>>,
+    work: Sender<Batch>,
+    msg: Sender<Msg>,
+    ack: Receiver<()>,
+) {
+    let ps = job.layout.page_size;
+    let mut hsa_pending = job.hsa_pfn > 0;
+    let signal_hsa = |sh: &Shared| {
+        if msg.send(Msg::HsaRead).is_err() || ack.recv().is_err() {
+            sh.fail(CopyError::Cancelled);
+        }
+    };
+    let (mut ri, mut pi) = (0usize, 0u64);
+    let mut seq = 0u64;
+    'outer: while ri < job.runs.len() {
+        if sh.stopped() {
+            break;
+        }
+        let Ok(mut buf) = free.recv() else { break };
+        let mut filled = 0usize;
+        while filled < job.batch_pages && ri < job.runs.len() {
+            let run = &job.runs[ri];
+            let pfn = run.pfn + pi;
+            if hsa_pending && pfn >= job.hsa_pfn {
+                hsa_pending = false;
+                signal_hsa(sh);
+                if sh.stopped() {
+                    break 'outer;
+                }
+            }
+            let mut n = ((job.batch_pages - filled) as u64).min(run.count - pi);
+            if hsa_pending {
+                n = n.min(job.hsa_pfn - pfn);
+            }
+            let dst = &mut buf[filled * ps as usize..(filled + n as usize) * ps as usize];
+            let r = match &run.src {
+                Src::File(off) => pread_full(job.src_fd, dst, off + pi * ps),
+                Src::Zero => {
+                    dst.fill(0);
+                    Ok(())
+                }
+                Src::Pieces(pieces) => {
+                    n = 1;
+                    let page = &mut dst[..ps as usize];
+                    page.fill(0);
+                    pieces.iter().try_for_each(|&(at, src, len)| match src {
+                        Some(o) => {
+                            pread_full(job.src_fd, &mut page[at as usize..(at + len) as usize], o)
+                        }
+                        None => Ok(()),
+                    })
+                }
+            };
+            if let Err(e) = r {
+                sh.fail(e.into());
+                break 'outer;
+            }
+            filled += n as usize;
+            pi += n;
+            if pi == run.count {
+                ri += 1;
+                pi = 0;
+            }
+        }
+        if work
+            .send(Batch {
+                seq,
+                npages: filled,
+                buf,
+            })
+            .is_err()
+        {
+            break;
+        }
+        seq += 1;
+    }
+    if hsa_pending && !sh.stopped() {
+        signal_hsa(sh);
+    }
+}
+
+/// Returns (zero pages, compressed pages) it handled.
+fn compress_thread(
+    job: &Job<'_>,
+    sh: &Shared,
+    outs: Receiver<OutBuf>,
+    work: Receiver<Batch>,
+    free: Sender<Vec<u8>>,
+    done: Sender<Done>,
+) -> (u64, u64) {
+    let ps = job.layout.page_size as usize;
+    let mut comp = match PageCompressor::new(job.algo, job.level, ps) {
+        Ok(c) => c,
+        Err(e) => {
+            sh.fail(CopyError::Os(e));
+            return (0, 0);
+        }
+    };
+    let (mut zeros, mut compressed) = (0u64, 0u64);
+    // Take the output buffer first, then the batch (see the module doc).
+    while let Ok(mut out) = outs.recv() {
+        let Ok(batch) = work.recv() else { break };
+        if sh.stopped() {
+            break;
+        }
+        out.descs.clear();
+        out.data.clear();
+        for page in batch.buf[..batch.npages * ps].chunks_exact(ps) {
+            if job.exclude_zero && is_zero(page) {
+                out.descs.push((0, 0));
+                zeros += 1;
+                continue;
+            }
+            match comp.compress(page) {
+                Ok(Some((bytes, flag))) => {
+                    out.descs.push((bytes.len() as u32, flag));
+                    out.data.extend_from_slice(bytes);
+                    compressed += 1;
+                }
+                Ok(None) => {
+                    out.descs.push((ps as u32, 0));
+                    out.data.extend_from_slice(page);
+                }
+                Err(e) => {
+                    sh.fail(CopyError::Os(e));
+                    return (zeros, compressed);
+                }
+            }
+        }
+        let seq = batch.seq;
+        let _ = free.send(batch.buf);
+        if done.send(Done { seq, out }).is_err() {
+            break;
+        }
+    }
+    (zeros, compressed)
+}
+
+fn writer_thread(
+    job: &Job<'_>,
+    sh: &Shared,
+    rx: Receiver<Done>,
+    free: Sender<OutBuf>,
+    sink: &mut Sink,
+    meta: &mut Stream,
+    data: &mut Stream,
+) {
+    let l = job.layout;
+    let e = Endian {
+        big: job.info.big_endian,
+    };
+    let zero_off = l.data_off;
+    let mut data_pos = l.first_page_off;
+    let mut next = 0u64;
+    let mut pending: BTreeMap<u64, OutBuf> = BTreeMap::new();
+    let mut descs: Vec<u8> = Vec::with_capacity(job.batch_pages * DESC_SIZE);
+    for d in rx {
+        if sh.stopped() {
+            break;
+        }
+        pending.insert(d.seq, d.out);
+        while let Some(out) = pending.remove(&next) {
+            descs.clear();
+            descs.resize(out.descs.len() * DESC_SIZE, 0);
+            for (i, &(size, flags)) in out.descs.iter().enumerate() {
+                let slot = &mut descs[i * DESC_SIZE..(i + 1) * DESC_SIZE];
+                if size == 0 {
+                    encode_desc(e, slot, zero_off, l.page_size as u32, 0);
+                } else {
+                    encode_desc(e, slot, data_pos, size, flags);
+                    data_pos += size as u64;
+                }
+            }
+            let r = meta
+                .append(sink, &descs)
+                .and_then(|_| data.append(sink, &out.data));
+            if let Err(err) = r {
+                sh.fail(err.into());
+                return;
+            }
+            sh.done_pages
+                .fetch_add(out.descs.len() as u64, Ordering::Relaxed);
+            let _ = free.send(out);
+            next += 1;
+        }
+    }
+}
