@@ -33,7 +33,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO / "python"))
+try:  # the installed package (wheel or editable); the source tree has no _core
+    import zfcpdump._core  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(REPO / "python"))
 
 from zfcpdump import bench as B  # noqa: E402
 
@@ -92,7 +95,7 @@ def time_v_rss(vmcore: str, target: B.Target, args) -> int | None:
         cmd += ["--block-size", str(target.block_size)]
     cmd.append(target.disk)
     B.drop_caches()
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "python")})
+    r = subprocess.run(cmd, capture_output=True, text=True)
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)
     return int(m.group(1)) if (m and r.returncode == 0) else None
 

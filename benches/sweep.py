@@ -15,7 +15,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "python"))
+try:  # the installed package (wheel or editable); the source tree has no _core
+    import zfcpdump._core  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(HERE.parent / "python"))
 
 from zfcpdump import bench as B  # noqa: E402
 

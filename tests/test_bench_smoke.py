@@ -48,7 +48,7 @@ def _check_section(sec: dict) -> None:
 
 def _run_harness(tmp_path: Path, targets: str) -> dict:
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
+    env = dict(os.environ)  # the installed package, not the source tree (it has no _core)
     r = subprocess.run([sys.executable, str(HARNESS), "--quick", "--targets", targets,
                         "--workdir", str(tmp_path), "--diskdir", str(tmp_path / "disk"),
                         "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)

@@ -88,6 +88,9 @@ class CaptureOptions:
     block_size: Optional[int] = None  # image files: override the detected block size
     meta_path: Optional[str] = None
     live_bar: bool = True  # a bar on a terminal stderr; off on a dump kernel's console
+    # Once the dump is complete, block SIGINT/SIGTERM/SIGHUP so that a late signal cannot
+    # turn a valid dump into a reported failure; the caller ends it with release_signals().
+    hold_signals_after_commit: bool = False
 
 
 @dataclass
@@ -179,6 +182,8 @@ class Capture:
         self.console = console
         self.engine = engines.get_engine(opts.engine)
         self.hsa_released = False
+        self._busy_page: Optional[bytes] = None
+        self._page0_issued = False
 
     # ---- validation (nothing written) ------------------------------------------
     def locate(self, disk_fd: int) -> tuple[DumpPartition, Superblock]:
@@ -231,13 +236,12 @@ class Capture:
         progress = Progress(vmcore_size, c.out, interval_s=o.progress_interval_s,
                             tty=_stderr_if_tty() if o.live_bar else None)
         progress.update(0)
-        self._busy_page: Optional[bytes] = None
-        self._page0_issued = False
         try:
             self._write_busy(disk_fd, sb, base)
             result = self._copy(src_fd, disk_fd, table, base, part, progress, sb)
+            self._committed()
         except BaseException:
-            with _signals_deferred():
+            with signals_deferred():
                 self._undo_after_failure(disk_fd, sb, base)
             raise
         progress.finish()
@@ -247,6 +251,7 @@ class Capture:
     def _write_busy(self, disk_fd: int, sb: Superblock, base: int) -> None:
         """The busy marker and the checksum that matches it, back to back (the checksum
         computed beforehand, no signal in between), then flushed."""
+        self._page0_issued = False
         self._superblock_offset = ScsiMbr.from_bytes(
             self._pread(disk_fd, 152, 0, "Read of MBR")).superblock_offset
         # What the first page holds from now on until page 0 is written: restored if the
@@ -255,10 +260,28 @@ class Capture:
         page[: len(BUSY_MARKER)] = BUSY_MARKER
         self._busy_page = bytes(page)
         new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, self._busy_page), CSUM_SEED))
-        with _signals_deferred():
+        with signals_deferred():
             self._pwrite(disk_fd, BUSY_MARKER, base, "Write of busy marker to partition")
             self._pwrite(disk_fd, new_sb.to_bytes(), self._superblock_offset, "Write of superblock")
         self._flush(disk_fd)
+
+    def _commit(self, disk_fd: int, sb: Superblock, base: int, first: bytes) -> None:
+        """Write what makes the dump valid (page 0, or a kdump header) and the checksum
+        that matches it, back to back (no signal in between), then flush. Everything
+        else must be durable before this."""
+        new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, first), CSUM_SEED))
+        with signals_deferred():
+            self._page0_issued = True
+            self._pwrite(disk_fd, first, base, "Write to partition")
+            self._pwrite(disk_fd, new_sb.to_bytes(), self._superblock_offset, "Write of superblock")
+        self._flush(disk_fd)
+
+    def _committed(self) -> None:
+        if self.opts.hold_signals_after_commit:
+            try:
+                signal.pthread_sigmask(signal.SIG_BLOCK, TERMINATING_SIGNALS)
+            except (OSError, ValueError):
+                pass
 
     def _overlay(self, disk_fd: int, sb: Superblock, base: int, data: bytes) -> bytes:
         """The checksummed area as it will be once `data` is written at `base`."""
@@ -305,13 +328,7 @@ class Capture:
         if len(head) != page0.size:
             raise DumpFailed(f"Read from {o.vmcore} failed: offset=0x{0:016x} bytes=0x{page0.size:016x}"
                              "\nunexpected end of file")
-        sb_offset = self._superblock_offset
-        new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, head), CSUM_SEED))
-        with _signals_deferred():
-            self._page0_issued = True
-            self._pwrite(disk_fd, head, base, "Write to partition")
-            self._pwrite(disk_fd, new_sb.to_bytes(), sb_offset, "Write of superblock")
-        self._flush(disk_fd)
+        self._commit(disk_fd, sb, base, head)
         progress.update(done + page0.size)
         result = CaptureResult(part, page0.size + done, direct=direct_used)
         if o.verify:
@@ -413,12 +430,29 @@ class Capture:
         self.hsa_released = True
 
 
+TERMINATING_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+def release_signals() -> None:
+    """End hold_signals_after_commit: a signal that came after the dump was complete
+    is discarded (the dump stands), and delivery is unblocked."""
+    try:
+        if not signal.pthread_sigmask(signal.SIG_BLOCK, set()) & TERMINATING_SIGNALS:
+            return
+        old = {s: signal.signal(s, signal.SIG_IGN) for s in TERMINATING_SIGNALS}
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, TERMINATING_SIGNALS)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    except (OSError, ValueError):
+        pass
+
+
 @contextlib.contextmanager
-def _signals_deferred():
+def signals_deferred():
     """Hold SIGINT/SIGTERM/SIGHUP back for a few system calls that belong together
     (page 0 and its checksum; the clean-up after a failure). They are delivered, and
     their handlers run, when the block ends."""
-    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    sigs = TERMINATING_SIGNALS
     try:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     except (OSError, ValueError):

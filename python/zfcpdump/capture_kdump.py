@@ -24,9 +24,7 @@ which this version does not walk, so they are reported and ignored.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import struct
 import time
 from dataclasses import dataclass
@@ -34,9 +32,7 @@ from typing import Any, Callable, Optional
 
 from . import engine as engines
 from .capture import (Capture, CaptureOptions, CaptureResult, Console, _stderr_if_tty,
-                      copy_table, read_hsa_size)
-from .disk.cksm import cksm
-from .disk.zipl import BUSY_MARKER, CSUM_SEED, ScsiMbr, Superblock
+                      copy_table, read_hsa_size, signals_deferred)
 from .errors import DiskRefused, DumpFailed
 from .formats import elf_notes as N
 from .formats import kdump_layout as K
@@ -192,12 +188,11 @@ class KdumpCapture(Capture):
         c.out("Writing dump:")
         base = part.start + sb.dump_offset
         progress = Progress(mem_bytes, c.out, interval_s=o.progress_interval_s,
-                            tty=_stderr_if_tty())
+                            tty=_stderr_if_tty() if o.live_bar else None)
         progress.update(0)
         start = time.monotonic()
-        self._k_header_issued = False
         try:
-            self._k_write_busy(disk_fd, sb, base)
+            self._write_busy(disk_fd, sb, base)
             try:
                 res = self.writer(
                     src_fd, disk_fd, plan.segments, base=base, limit=sb.dump_size,
@@ -212,10 +207,11 @@ class KdumpCapture(Capture):
                 raise DumpFailed(self._kdump_io_message(exc, base, sb.dump_size, mem_bytes)) from None
             # Block 0 makes the dump valid: only after everything else is durable
             # (the writer ended with fdatasync); it and its checksum back to back.
-            self._k_write_block0(disk_fd, sb, base, bytes(res.header))
+            self._commit(disk_fd, sb, base, bytes(res.header))
+            self._committed()
         except BaseException:
-            with _signals_deferred():
-                self._k_undo(disk_fd, sb, base)
+            with signals_deferred():
+                self._undo_after_failure(disk_fd, sb, base)
             raise
         progress.finish()
         elapsed = time.monotonic() - start
@@ -226,52 +222,6 @@ class KdumpCapture(Capture):
         return KdumpCaptureResult(part, vmcore_size, direct=res.direct, file_size=res.file_size,
                                   pages=res.pages, zero_pages=res.zero_pages,
                                   compressed_pages=res.compressed_pages, elapsed_s=elapsed)
-
-    # ---- protocol steps (kept here so that capture.py can change underneath) --------
-    def _k_sb_offset(self, disk_fd: int) -> int:
-        return ScsiMbr.from_bytes(self._pread(disk_fd, 152, 0, "Read of MBR")).superblock_offset
-
-    def _k_csum_with(self, disk_fd: int, sb: Superblock, base: int, data: bytes) -> Superblock:
-        """The superblock whose checksum matches the area once `data` is at `base`."""
-        area_start = sb.part_start + sb.csum_offset
-        area = bytearray(self._pread(disk_fd, sb.csum_size, area_start, "Read of checksum area"))
-        lo, hi = max(base, area_start), min(base + len(data), area_start + len(area))
-        if hi > lo:
-            area[lo - area_start : hi - area_start] = data[lo - base : hi - base]
-        return sb.with_csum(cksm(bytes(area), CSUM_SEED))
-
-    def _k_write_busy(self, disk_fd: int, sb: Superblock, base: int) -> None:
-        sb_off = self._k_sb_offset(disk_fd)
-        new_sb = self._k_csum_with(disk_fd, sb, base, BUSY_MARKER)
-        with _signals_deferred():
-            self._pwrite(disk_fd, BUSY_MARKER, base, "Write of busy marker to partition")
-            self._pwrite(disk_fd, new_sb.to_bytes(), sb_off, "Write of superblock")
-        self._flush(disk_fd)
-
-    def _k_write_block0(self, disk_fd: int, sb: Superblock, base: int, header: bytes) -> None:
-        sb_off = self._k_sb_offset(disk_fd)
-        new_sb = self._k_csum_with(disk_fd, sb, base, header)
-        with _signals_deferred():
-            self._k_header_issued = True
-            self._pwrite(disk_fd, header, base, "Write to partition")
-            self._pwrite(disk_fd, new_sb.to_bytes(), sb_off, "Write of superblock")
-        self._flush(disk_fd)
-
-    def _k_undo(self, disk_fd: int, sb: Superblock, base: int) -> None:
-        """After any failure: block 0 holds the busy marker again if the header may
-        have gone out, the checksum matches what is there, all flushed. Reported, not
-        raised."""
-        try:
-            if self._k_header_issued:
-                page = bytearray(self._pread(disk_fd, len(BUSY_MARKER), base, "Read of partition"))
-                page[: len(BUSY_MARKER)] = BUSY_MARKER
-                self._pwrite(disk_fd, bytes(page), base, "Write of busy marker to partition")
-            new_sb = self._k_csum_with(disk_fd, sb, base, b"")
-            self._pwrite(disk_fd, new_sb.to_bytes(), self._k_sb_offset(disk_fd), "Write of superblock")
-            os.fsync(disk_fd)
-        except (OSError, DumpFailed) as exc:
-            text = str(exc).replace("\n", ": ")
-            self.console.err(f"ERROR: Checksum update after failure failed: {text}")
 
     def _kdump_io_message(self, exc: "engines.EngineIOError", base: int, dump_size: int,
                           mem_bytes: int) -> str:
@@ -293,19 +243,3 @@ def read_kdump_header(raw: bytes) -> Optional[dict]:
     e = ">" if big else "<"
     return {"version": struct.unpack_from(e + "i", raw, 8)[0], "big_endian": big,
             "status": struct.unpack_from(e + "I", raw, 424)[0]}
-
-
-@contextlib.contextmanager
-def _signals_deferred():
-    """Hold SIGINT/SIGTERM/SIGHUP back for system calls that belong together (block 0
-    and its checksum; the clean-up after a failure), as capture.py does."""
-    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -6,7 +6,10 @@ TARGET is one of tests/faults/fuzz_targets.TARGETS; the seed corpus is
 tests/corpus/TARGET (read only: new inputs go to a scratch directory given with
 ZFCPDUMP_FUZZ_WORKDIR, if set). A crash (any exception that is not a ZfcpdumpError)
 leaves crash-<sha1> in the current directory and exits non-zero: add it to the corpus
-and write a test. libFuzzer's -rss_limit_mb and -timeout catch memory blow-ups and hangs.
+and write a test. -timeout catches hangs; memory blow-ups are caught by an address-space
+limit (ZFCPDUMP_FUZZ_AS_MB, default 3072): an allocation beyond it raises MemoryError,
+which is a crash. (libFuzzer's -rss_limit_mb reads ru_maxrss, which a process started
+from a big pytest process inherits across fork and exec, so it is not usable here.)
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
+
+import resource  # noqa: E402
+
+_AS_BYTES = int(os.environ.get("ZFCPDUMP_FUZZ_AS_MB", "3072")) << 20
+resource.setrlimit(resource.RLIMIT_AS, (_AS_BYTES, _AS_BYTES))
 
 import atheris  # noqa: E402
 

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Callable, Optional
 
-from ..capture import Capture, CaptureOptions, Console
+from ..capture import Capture, CaptureOptions, Console, release_signals
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE, ZfcpdumpError
 from . import dumpkernel
 
@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         progress_interval_s=args.progress_interval, block_size=args.block_size,
         meta_path=args.meta,
         live_bar=not kernel_mode,  # the dump kernel's console shows only the 10 s lines
+        hold_signals_after_commit=True,
     )
     if args.compress is not None:
         problem = _kdump_usage(args)
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     status = _guarded(work, console)
     console.blank()
     console.out("Dump successful" if status == EXIT_OK else "Dump failed")
+    release_signals()  # a signal after the dump was complete does not undo it
     dumpkernel.finish(console, reipl=args.reipl or kernel_mode, poweroff=args.poweroff or kernel_mode,
                       zcore_dir=args.zcore_dir, sleep=kernel_mode)
     return status
