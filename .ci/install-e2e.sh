@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Install what the end-to-end dump-kernel test (tests/test_e2e_x86_64.py) needs:
+# Install what the end-to-end dump-kernel tests (tests/test_e2e_x86_64.py,
+# tests/test_e2e_s390x.py) need:
 #
-# * host packages (Debian 12): qemu-system-x86 (QEMU + SeaBIOS), kexec-tools
-#   (vmcore-dmesg, to read the panic out of the dump), fdisk, and dpkg/apt (present);
+# * host packages (Debian 12): qemu-system-x86 (QEMU + SeaBIOS), qemu-system-misc
+#   (qemu-system-s390x), kexec-tools (vmcore-dmesg, to read the panic out of the dump),
+#   fdisk, zstd (the s390x kernel sample is zstd-compressed), and dpkg/apt (present);
 # * the guest software, downloaded with `apt-get download` and unpacked with
-#   `dpkg-deb -x` into ${ZFCPDUMP_E2E_CACHE:-/var/cache/zfcpdump-e2e}/x86_64:
-#   Debian's kernel (linux-image-amd64's image package, with its modules), busybox-static,
-#   kexec-tools and its libraries, python3.11-minimal, libpython3.11-stdlib and their
-#   libraries, python3-pyelftools (tests/e2e/assets.py has the list).
+#   `dpkg-deb -x` into ${ZFCPDUMP_E2E_CACHE:-/var/cache/zfcpdump-e2e}/<arch>:
+#   x86_64: Debian's kernel (linux-image-amd64's image package, with its modules);
+#   both: busybox-static, kexec-tools and its libraries, python3.11-minimal,
+#   libpython3.11-stdlib and their libraries, python3-pyelftools (tests/e2e/assets.py
+#   has the list). s390x packages come through a separate apt lists directory inside
+#   the cache (the host's apt state is untouched), and the s390x kernel is the sample
+#   ${ZFCPDUMP_E2E_S390X_KERNEL:-/work/shared/samples/s390x-dump-kernel/bzImage.zst},
+#   decompressed into .../s390x/kernel/bzImage. A missing sample only warns (the s390x
+#   test then says why it cannot run); everything else failing is fatal.
 #
 # Idempotent and quiet; safe to re-run. Needs root (apt-get install); works without a
 # TTY and with stdin closed. Prints one summary line at the end.
@@ -18,7 +25,7 @@ export DEBIAN_FRONTEND=noninteractive
 export LC_ALL=C
 START=$SECONDS
 
-HOST_PKGS=(qemu-system-x86 kexec-tools fdisk python3)
+HOST_PKGS=(qemu-system-x86 qemu-system-misc kexec-tools fdisk zstd python3)
 
 LOG=$(mktemp -t install-e2e.XXXXXX)
 trap 'rm -f "$LOG"' EXIT
@@ -74,5 +81,16 @@ CACHE=${ZFCPDUMP_E2E_CACHE:-/var/cache/zfcpdump-e2e}
 summary=$("${SUDO[@]}" env ZFCPDUMP_E2E_CACHE="$CACHE" python3 tests/e2e/assets.py fetch x86_64 \
           2>>"$LOG" </dev/null) || die "guest packages: python3 tests/e2e/assets.py fetch x86_64 failed"
 
+# 3. s390x: guest packages (separate lists directory) and the sample kernel.
+s390x=$("${SUDO[@]}" env ZFCPDUMP_E2E_CACHE="$CACHE" \
+        ${ZFCPDUMP_E2E_S390X_KERNEL:+ZFCPDUMP_E2E_S390X_KERNEL="$ZFCPDUMP_E2E_S390X_KERNEL"} \
+        python3 tests/e2e/assets.py fetch s390x 2>>"$LOG" </dev/null) || {
+    if grep -q "no s390x kernel image" "$LOG"; then
+        s390x="WARNING: $(grep "no s390x kernel image" "$LOG" | tail -n1 | sed 's/^e2e assets: //')"
+    else
+        die "s390x guest packages: python3 tests/e2e/assets.py fetch s390x failed"
+    fi
+}
+
 qv=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
-echo "e2e: qemu-system-x86 $qv; ${summary#e2e assets: } ($((SECONDS - START))s)"
+echo "e2e: qemu-system-x86/misc $qv; ${summary#e2e assets: }; ${s390x#e2e assets: } ($((SECONDS - START))s)"

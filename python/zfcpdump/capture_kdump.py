@@ -45,10 +45,13 @@ COMPRESSIONS = ("zstd", "zlib", "lzo", "snappy", "none")
 
 def kdump_writer(engine: str) -> Callable[..., Any]:
     """`kdump_write` of the named engine (same signature in both)."""
-    if engine == "rust":
+    if engine == "rust" and engines.rust_available():
         from . import _core
 
         return _core.kdump_write
+    if engine == "rust":
+        engines.get_engine("rust")  # prints the fallback WARNING once
+        engine = "python"
     if engine == "python":
         from . import _pykdump
 

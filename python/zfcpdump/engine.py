@@ -2,18 +2,20 @@
 pure-Python twin (``zfcpdump._pyengine``). Both have the same functions, produce the
 same bytes and digests, and raise the same :class:`EngineIOError`.
 
-    eng = get_engine()            # "rust" by default
+    eng = get_engine()            # "rust" by default (python if the extension is missing)
     res = eng.copy_ranges(src_fd, dst_fd, [(src_off, dst_off, length), ...], digest=True)
     res.bytes_copied, res.digests, res.direct
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 from ._pyengine import EngineIOError
 
-__all__ = ["ENGINES", "EngineIOError", "Engine", "get_engine"]
+__all__ = ["ENGINES", "EngineIOError", "Engine", "get_engine", "default_engine",
+           "rust_available"]
 
 ENGINES = ("rust", "python")
 
@@ -36,19 +38,48 @@ class Engine:
 
 _cache: dict = {}
 
+FALLBACK_WARNING = ("WARNING: Rust engine not available (zfcpdump._core missing), "
+                    "using the Python engine")
 
-def get_engine(name: str = "rust") -> Engine:
+
+def rust_available() -> bool:
+    """True if the native module ``zfcpdump._core`` imports (it is not built for every
+    architecture: a pure-Python install, e.g. in an s390x dump kernel, has none)."""
+    try:
+        from . import _core  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_engine() -> str:
+    """Return "rust" when the native module is there, else "python"."""
+    return "rust" if rust_available() else "python"
+
+
+def get_engine(name: str = "rust", *, fallback: bool = True) -> Engine:
     """Return the engine called ``name`` (one of :data:`ENGINES`).
 
-    Raises :class:`ValueError` for an unknown name, :class:`ImportError` if the native
-    module is missing.
+    If ``name`` is "rust" and the native module is missing, the Python engine is
+    returned instead (its ``name`` is "python") and one ``WARNING:`` line goes to stderr
+    (once per process); with ``fallback=False`` that raises :class:`ImportError`.
+    Raises :class:`ValueError` for an unknown name.
     """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
     eng = _cache.get(name)
     if eng is None:
         if name == "rust":
-            from . import _core as module
+            try:
+                from . import _core as module
+            except ImportError as exc:
+                if not fallback:
+                    raise ImportError(f"the Rust engine is not available: {exc}") from exc
+                eng = get_engine("python")
+                if not _cache.get("warned"):
+                    _cache["warned"] = True
+                    print(FALLBACK_WARNING, file=sys.stderr, flush=True)
+                return eng
         else:
             from . import _pyengine as module
         eng = _cache[name] = Engine(name, module)

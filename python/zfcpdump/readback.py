@@ -34,7 +34,7 @@ def _bulk_copier(engine: str) -> Optional[Callable]:
         return None
     try:
         from . import engine as eng
-        return eng.get_engine("rust").copy_ranges
+        return eng.get_engine("rust", fallback=False).copy_ranges
     except Exception:  # engine not built: the Python loop does the work
         return None
 

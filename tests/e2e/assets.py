@@ -9,9 +9,11 @@ Everything the guest runs comes from Debian 12 packages, downloaded with
         kernel/         vmlinuz + modules tree (when the arch uses a Debian kernel)
         STAMP           the package list the cache was built from
 
-The architecture-specific parts are one `Arch` record each; `x86_64` is complete, and
-`s390x` is sketched so the next harness (the s390x kernel under
-/work/shared/samples/s390x-dump-kernel) only has to fill in what differs.
+The architecture-specific parts are one `Arch` record each. `x86_64` boots Debian's
+kernel; `s390x` boots the kernel of /work/shared/samples/s390x-dump-kernel (Debian's
+s390x kernel has no CRASH_DUMP), decompressed into `kernel/bzImage` of the cache
+(`$ZFCPDUMP_E2E_S390X_KERNEL` points elsewhere: a bzImage or a bzImage.zst), and
+its packages come through a separate lists directory (`lists/`, `aptcache/`).
 
 Stdlib only: `.ci/install-e2e.sh` runs it with the system python3
 (`python3 tests/e2e/assets.py fetch x86_64`) before any venv exists.
@@ -61,11 +63,25 @@ class Arch:
     kdump_append: str = ""         # extra dump-kernel parameters
     first_append: str = ""         # extra first-kernel parameters
     kvm_possible: bool = False     # host arch == guest arch
+    smp: int = 1                   # CPUs of the first kernel
+    kernel_image: Optional[str] = None  # a given kernel (bzImage[.zst]), no Debian kernel
+    pure_python: bool = False      # no Rust extension for this arch: zfcpdump as .py files
 
     @property
     def packages(self) -> list[str]:
         return COMMON_PACKAGES + list(self.extra_packages)
 
+
+# The sample kernel is s390 defconfig with modules off, so test code that defconfig builds
+# as modules is built in and runs at every boot: rcutorture and refscale (they keep
+# running in the background and slowed the first kernel's user space about 3x under
+# TCG), tcrypt, the crypto manager's extra self-tests, KUnit. Switched off here; nothing
+# on the dump path depends on them. And scsi_mod.scan=async, which is what Debian's own
+# kernels do (CONFIG_SCSI_SCAN_ASYNC=y; s390 defconfig has it off): a synchronous scan
+# of virtio-scsi's 256 targets holds up /init by 11-20 s under TCG; /dev/sda (target 0)
+# appears in well under a second either way, and init-dump.sh waits for it.
+_S390X_NO_SELFTESTS = ("initcall_blacklist=rcu_torture_init,ref_scale_init,tcrypt_mod_init "
+                       "kunit.enable=0 cryptomgr.notests=1 scsi_mod.scan=async")
 
 ARCHES = {
     "x86_64": Arch(
@@ -80,15 +96,19 @@ ARCHES = {
         kdump_append="irqpoll nr_cpus=1 reset_devices",
         kvm_possible=True,
     ),
-    # Sketch for the s390x issue: the kernel comes from the shared sample (everything
-    # built in, so no modules), and its packages from a separate lists directory.
+    # The kernel comes from the shared sample (CRASH_DUMP, everything built in, so no
+    # modules). The Rust extension is built for x86_64 only: the guest gets the package
+    # as pure Python and zfcpdump falls back to its Python engine (one WARNING line).
+    # Two CPUs, so the dump has two PRSTATUS notes with distinct prefixes.
     "s390x": Arch(
         name="s390x", deb_arch="s390x", qemu="qemu-system-s390x",
         qemu_package="qemu-system-misc", machine=("-M", "s390-ccw-virtio", "-cpu", "max"),
         console="ttysclp0", scsi_controller="virtio-scsi-ccw", kernel_package=None,
-        modules=(), kdump_append="nr_cpus=1 scsi_debug.add_host=0",
-        first_append="scsi_debug.add_host=0",
-        extra_packages=(),
+        modules=(), kdump_append=f"nr_cpus=1 scsi_debug.add_host=0 {_S390X_NO_SELFTESTS}",
+        first_append=f"scsi_debug.add_host=0 {_S390X_NO_SELFTESTS}",
+        extra_packages=(), smp=2,
+        kernel_image="/work/shared/samples/s390x-dump-kernel/bzImage.zst",
+        pure_python=True,
     ),
 }
 
@@ -192,6 +212,41 @@ def fetch(arch: Arch, log=lambda s: None) -> Path:
         return base
 
 
+def given_kernel_source(arch: Arch) -> Path:
+    """The kernel image an arch without a Debian kernel boots: $ZFCPDUMP_E2E_<ARCH>_KERNEL
+    or the record's default."""
+    return Path(os.environ.get(f"ZFCPDUMP_E2E_{arch.name.upper()}_KERNEL")
+                or arch.kernel_image or "")
+
+
+def given_kernel(arch: Arch, base: Path) -> Path:
+    """The given kernel image, decompressed (`zstd -d` for .zst) into base/kernel/bzImage
+    once; redone when the source changes (path, size, mtime in kernel/SOURCE)."""
+    src = given_kernel_source(arch)
+    if not src.is_file():
+        raise FetchError(f"no {arch.name} kernel image at {src} "
+                         f"(set ZFCPDUMP_E2E_{arch.name.upper()}_KERNEL)")
+    st = src.stat()
+    key = f"{src.resolve()} {st.st_size} {st.st_mtime_ns}\n"
+    kdir = base / "kernel"
+    out, stamp = kdir / "bzImage", kdir / "SOURCE"
+    kdir.mkdir(parents=True, exist_ok=True)
+    with open(kdir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.is_file() and stamp.is_file() and stamp.read_text() == key:
+            return out
+        tmp = kdir / "bzImage.new"
+        if src.name.endswith(".zst"):
+            if shutil.which("zstd") is None:
+                raise FetchError("zstd not found (apt-get install zstd)")
+            _run(["zstd", "-d", "-q", "-f", "-o", str(tmp), str(src)])
+        else:
+            shutil.copyfile(src, tmp)
+        tmp.rename(out)
+        stamp.write_text(key)
+    return out
+
+
 def kernel_paths(base: Path) -> tuple[Path, Path, str]:
     """(vmlinuz, modules dir, version) inside an unpacked Debian kernel package."""
     images = sorted(glob.glob(str(base / "root" / "boot" / "vmlinuz-*")))
@@ -216,9 +271,15 @@ def main(argv: list[str]) -> int:
         print(f"e2e assets: {exc}", file=sys.stderr)
         return 1
     extra = ""
-    if arch.kernel_package:
-        _, _, version = kernel_paths(base)
-        extra = f", kernel {version}"
+    try:
+        if arch.kernel_package:
+            _, _, version = kernel_paths(base)
+            extra = f", kernel {version}"
+        else:
+            extra = f", kernel {given_kernel(arch, base)}"
+    except FetchError as exc:
+        print(f"e2e assets: {exc}", file=sys.stderr)
+        return 1
     print(f"e2e assets: {arch.name} guest packages in {base}{extra}")
     return 0
 

@@ -312,6 +312,30 @@ def add_wheel(cpio: Cpio, wheel: Path, guest_dir: str, bytecode: bool = True) ->
     return shared
 
 
+def add_pure_package(cpio: Cpio, pkg_dir: Path, guest_dir: str, version: str,
+                     bytecode: bool = True) -> None:
+    """Our package as pure Python (for an architecture the Rust extension is not built
+    for): python/zfcpdump/ without the native module (`_core*.so`), plus a minimal
+    dist-info so `zfcpdump --version` and `importlib.metadata` see the version. Without
+    `_core` the product falls back to its Python engine (zfcpdump.engine.get_engine)."""
+    name = pkg_dir.name
+    for dirpath, dirnames, filenames in os.walk(pkg_dir):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        rel = Path(dirpath).relative_to(pkg_dir)
+        for fn in filenames:
+            if not fn.endswith(".py"):
+                continue  # _core.*.so, .pyi, py.typed, stray .pyc
+            guest = f"{guest_dir}/{name}/{rel.as_posix()}/{fn}".replace("/./", "/")
+            data = (Path(dirpath) / fn).read_bytes()
+            if bytecode:
+                _compile_sourceless(cpio, guest, data)
+            else:
+                cpio.file(guest, data)
+    meta = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            "Requires-Dist: pyelftools>=0.29\n")
+    cpio.file(f"{guest_dir}/{name}-{version}.dist-info/METADATA", meta.encode())
+
+
 def wheel_tag_ok(wheel: Path) -> bool:
     tags = wheel.name[:-4].split("-")[-3:]
     py, abi = tags[0], tags[1]
@@ -326,11 +350,13 @@ sys.exit(main())
 """
 
 
-def build_dump_initramfs(root: Path, wheel: Path, target: Path, *, moddir: Optional[Path],
-                         modules: Iterable[str], bytecode: bool = True) -> dict:
-    """Returns a summary: sizes, modules, skipped extension modules."""
-    if not wheel_tag_ok(wheel):
-        raise BuildError(f"{wheel.name} is not for CPython {GUEST_PYTHON[0]}.{GUEST_PYTHON[1]} "
+def build_dump_initramfs(root: Path, wheel: Optional[Path], target: Path, *,
+                         moddir: Optional[Path], modules: Iterable[str], bytecode: bool = True,
+                         pure_package: Optional[tuple[Path, str]] = None) -> dict:
+    """Returns a summary: sizes, modules, skipped extension modules. Our package comes
+    from `wheel`, or with pure_package=(python/zfcpdump, version) as .py files only."""
+    if pure_package is None and (wheel is None or not wheel_tag_ok(wheel)):
+        raise BuildError(f"{wheel.name if wheel else 'no wheel'}: not for CPython {GUEST_PYTHON[0]}.{GUEST_PYTHON[1]} "
                          "(the dump kernel runs Debian's python3.11)")
     c = Cpio()
     for d in ("dev", "proc", "sys", "tmp", "run", "mnt", "bin", "sbin", "usr/bin", "usr/sbin",
@@ -348,7 +374,11 @@ def build_dump_initramfs(root: Path, wheel: Path, target: Path, *, moddir: Optio
     skipped = add_with_libs(c, root, [f"{PYLIB}/lib-dynload/{p.name}" for p in dynload],
                             optional=True)
     add_tree(c, root / DIST / "elftools", f"{DIST}/elftools", bytecode=bytecode)
-    shared = add_wheel(c, wheel, DIST, bytecode=bytecode)
+    if pure_package is not None:
+        add_pure_package(c, pure_package[0], DIST, pure_package[1], bytecode=bytecode)
+        shared = []
+    else:
+        shared = add_wheel(c, wheel, DIST, bytecode=bytecode)
     for so in shared:  # the Rust extension's libraries (libgcc_s, libc)
         _add_libs_of_file(c, root, so)
     c.file("usr/bin/zfcpdump", ZFCPDUMP_SCRIPT, 0o755)

@@ -10,6 +10,7 @@ import time
 from typing import Callable, Optional
 
 from ..capture import Capture, CaptureOptions, Console, release_signals
+from ..engine import default_engine
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE, ZfcpdumpError
 from . import dumpkernel
 
@@ -41,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="whole disk or disk image holding the dump partition (default /dev/sda)")
     p.add_argument("-i", "--vmcore", default="/proc/vmcore",
                    help="the ELF core to copy (default /proc/vmcore)")
-    p.add_argument("--engine", choices=["rust", "python"], default="rust",
-                   help="copy engine: rust (fast, default) or python (pure-Python twin)")
+    p.add_argument("--engine", choices=["rust", "python"], default=default_engine(),
+                   help="copy engine: rust (fast; the default where the extension is built) "
+                   "or python (the pure-Python twin: same bytes, slower, buffered writes)")
     p.add_argument("--verify", action="store_true",
                    help="read the dump back and compare SHA-256 digests with the source")
     p.add_argument("--meta", metavar="FILE",
