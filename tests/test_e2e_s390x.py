@@ -29,7 +29,6 @@ ZFCPDUMP_E2E_KEEP=DIR (keep console log, disk and dumps in DIR/s390x).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -39,15 +38,12 @@ from pathlib import Path
 
 import pytest
 
-from e2e import assets, harness
+from e2e import assets, fixtures, harness
 
 ARCH = assets.ARCHES["s390x"]
-REQUIRED = bool(os.environ.get("CI") or os.environ.get("ZFCPDUMP_E2E_REQUIRED"))
 CRASHKERNEL = os.environ.get("ZFCPDUMP_E2E_S390X_CRASHKERNEL", "256M")
 GUEST_MEM_MIB = 1024
 PATTERN_FILE_BYTES, PATTERN_HEAP_BYTES = 8 << 20, 4 << 20
-FALLBACK = "WARNING: Rust engine not available (zfcpdump._core missing), using the Python engine"
-
 # z/Architecture PSW mask bits (bit 0 = most significant)
 PSW_DAT, PSW_WAIT, PSW_PROBLEM = 1 << 58, 1 << 49, 1 << 48
 PSW_EA, PSW_BA = 1 << 32, 1 << 31
@@ -69,9 +65,7 @@ def _unavailable() -> str:
 
 
 def _skip_or_fail(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"s390x end-to-end test required in CI but cannot run: {reason}")
-    pytest.skip(reason)
+    fixtures.skip_or_fail(reason, "s390x end-to-end test")
 
 
 def _zfcpdump(*args: str) -> subprocess.CompletedProcess:
@@ -81,26 +75,12 @@ def _zfcpdump(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    keep = os.environ.get("ZFCPDUMP_E2E_KEEP")
-    if keep:
-        d = Path(keep) / "s390x"
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-    return tmp_path_factory.mktemp("e2e-s390x")
+    return fixtures.make_workdir(tmp_path_factory, "e2e-s390x")
 
 
 @pytest.fixture(scope="module")
 def report(request):
-    lines: list[str] = []
-    yield lines
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    capman = request.config.pluginmanager.get_plugin("capturemanager")
-    if tr is None or not lines:
-        return
-    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-        tr.write_line("")
-        for line in lines:
-            tr.write_line(f"e2e-s390x: {line}")
+    yield from fixtures.report_lines(request, "e2e-s390x")
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +136,9 @@ def test_s390x_guest_dumps_itself(run):
                  "Dump parameters:", " vmcore...: /proc/vmcore", " partition: /dev/sda1",
                  "Writing dump:"):
         assert any(s == line for _, s in c.lines), f"no {line!r} on the console {where}"
-    # no _core in the guest: the default engine falls back to Python, saying so once
-    assert [s for _, s in c.all(r"^WARNING: ")] == [FALLBACK], where
+    # no _core in the guest: the default engine is the Python one, and the parameters say so
+    assert not c.all(r"^WARNING: "), where
+    assert any(s == " engine...: python" for _, s in c.lines), f"engine line missing {where}"
     assert not c.all(r"^ERROR: |Traceback"), where
     total = round(res.vmcore_bytes / (1 << 20))
     progress = [s for _, s in c.all(r"^ +\d+ of \d+ MB ")]

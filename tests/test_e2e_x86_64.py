@@ -20,7 +20,6 @@ Measurements (phase times, throughput, peak memory) are printed at the end of th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -30,10 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from e2e import assets, harness
+from e2e import assets, fixtures, harness
 
 ARCH = assets.ARCHES["x86_64"]
-REQUIRED = bool(os.environ.get("CI") or os.environ.get("ZFCPDUMP_E2E_REQUIRED"))
 CRASHKERNEL = os.environ.get("ZFCPDUMP_E2E_CRASHKERNEL", "160M")
 GUEST_MEM_MIB = 1024
 PATTERN_FILE_BYTES, PATTERN_HEAP_BYTES = 8 << 20, 4 << 20
@@ -53,32 +51,17 @@ def _unavailable() -> str:
 
 
 def _skip_or_fail(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"end-to-end test required in CI but cannot run: {reason}")
-    pytest.skip(reason)
+    fixtures.skip_or_fail(reason, "end-to-end test")
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    keep = os.environ.get("ZFCPDUMP_E2E_KEEP")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        return Path(keep)
-    return tmp_path_factory.mktemp("e2e")
+    return fixtures.make_workdir(tmp_path_factory, "e2e")
 
 
 @pytest.fixture(scope="module")
 def report(request):
-    lines: list[str] = []
-    yield lines
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    capman = request.config.pluginmanager.get_plugin("capturemanager")
-    if tr is None or not lines:
-        return
-    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-        tr.write_line("")
-        for line in lines:
-            tr.write_line(f"e2e: {line}")
+    yield from fixtures.report_lines(request, "e2e")
 
 
 @pytest.fixture(scope="module")

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if kernel_mode:
         dumpkernel.print_ipl_parameters(console)
     console.out(f" vmcore...: {args.vmcore}")
+    console.out(f" engine...: {args.engine}")
     opts = CaptureOptions(
         vmcore=args.vmcore, disk=args.disk, engine=args.engine, zcore_dir=args.zcore_dir,
         release_hsa=not args.no_release_hsa, verify=args.verify or bool(args.meta),
