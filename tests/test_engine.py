@@ -122,7 +122,7 @@ def test_progress_exception_propagates(eng, tmp_path):
 
 
 def test_gil_released_during_copy(sparse_src):
-    n = 1 << 30
+    n = 8 << 30  # large enough to take a measurable time even with parallel reads
     count = 0
     stop = threading.Event()
 

@@ -7,9 +7,11 @@
 //! * the **calling thread** only coordinates: every ~100 ms it calls the progress
 //!   callback (which the Python layer uses to check signals); a `false` answer stops
 //!   the pipeline;
-//! * one **reader** walks the ranges in list order and fills buffers;
-//! * `queue_depth` **writers** write them;
-//! * one **hasher** (only with `digest`) hashes them in read order.
+//! * with `digest`: one **reader** walks the ranges in list order and fills buffers,
+//!   `queue_depth` **writers** write them, and one **hasher** hashes them in read order;
+//! * without `digest`: `queue_depth` **workers** each take the next chunk, `pread` it
+//!   into their own buffer and write it, so that the copy out of the source (the part
+//!   that costs CPU: /proc/vmcore is memory) runs on several cores too.
 //!
 //! A buffer goes back to the free pool when its last consumer (writer and/or hasher) is
 //! done with it. No allocation per chunk, no user-space copy besides the kernel's.
@@ -469,6 +471,109 @@ struct Pipe<'a> {
     writers: usize,
 }
 
+/// One piece of work, in range order: a partial edge block (kept aside and written
+/// buffered at the end), a buffer-sized chunk of a range's aligned interior, or the end
+/// of a range (where the hasher closes that range's digest).
+enum Piece {
+    Edge { src: u64, dst: u64, len: u64 },
+    Chunk { src: u64, dst: u64, len: usize },
+    RangeEnd,
+}
+
+/// Walks the ranges in list order and cuts them into [`Piece`]s: per range the head
+/// edge, the interior in `bufsize` chunks, the tail edge, then `RangeEnd`.
+struct Cursor<'a> {
+    ranges: &'a [Range3],
+    align: Option<u64>,
+    bufsize: u64,
+    idx: usize,
+    /// 0: head edge next, 1: interior, 2: tail edge, 3: range end
+    stage: u8,
+    pos: u64,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(ranges: &'a [Range3], align: Option<u64>, bufsize: usize) -> Self {
+        Cursor {
+            ranges,
+            align,
+            bufsize: bufsize as u64,
+            idx: 0,
+            stage: 0,
+            pos: 0,
+        }
+    }
+
+    /// [a, b): the part of range (dst, end) written in whole blocks.
+    fn interior(&self, dst: u64, end: u64) -> (u64, u64) {
+        match self.align {
+            Some(bs) => {
+                let a = dst.div_ceil(bs) * bs;
+                if a >= end {
+                    (end, end)
+                } else {
+                    (a, end / bs * bs)
+                }
+            }
+            None => (dst, end),
+        }
+    }
+}
+
+impl Iterator for Cursor<'_> {
+    type Item = Piece;
+
+    fn next(&mut self) -> Option<Piece> {
+        loop {
+            let &(src, dst, len) = self.ranges.get(self.idx)?;
+            let end = dst + len;
+            let (a, b) = self.interior(dst, end);
+            match self.stage {
+                0 => {
+                    self.stage = 1;
+                    self.pos = a;
+                    if a > dst {
+                        return Some(Piece::Edge {
+                            src,
+                            dst,
+                            len: a - dst,
+                        });
+                    }
+                }
+                1 => {
+                    if self.pos < b {
+                        let n = (b - self.pos).min(self.bufsize);
+                        let piece = Piece::Chunk {
+                            src: src + (self.pos - dst),
+                            dst: self.pos,
+                            len: n as usize,
+                        };
+                        self.pos += n;
+                        return Some(piece);
+                    }
+                    self.stage = 2;
+                }
+                2 => {
+                    self.stage = 3;
+                    let t = a.max(b);
+                    if end > t {
+                        return Some(Piece::Edge {
+                            src: src + (t - dst),
+                            dst: t,
+                            len: end - t,
+                        });
+                    }
+                }
+                _ => {
+                    self.stage = 0;
+                    self.idx += 1;
+                    return Some(Piece::RangeEnd);
+                }
+            }
+        }
+    }
+}
+
 struct PipeOut {
     digests: Vec<[u8; 32]>,
     edges: Vec<Edge>,
@@ -501,26 +606,40 @@ impl Pipe<'_> {
             0
         };
 
+        // Without digests, each worker reads and writes its own chunks: reads run in
+        // parallel too (the source copy is what costs CPU). With digests, one reader
+        // keeps the order the hasher needs.
+        let parallel = !self.digest && self.dst.is_some();
+        let cursor = Mutex::new((Cursor::new(self.ranges, self.align, self.bufsize), 0usize));
+        let worker_edges: Mutex<Vec<(usize, Edge)>> = Mutex::new(Vec::new());
+
         let out = std::thread::scope(|s| {
             let hasher = self.digest.then(|| {
                 let (rx, free, ev, sh) = (h_rx.clone(), free_tx.clone(), ev_tx.clone(), &shared);
                 let count_done = self.dst.is_none();
                 s.spawn(move || hasher_thread(rx, free, sh, pool, count_done, ev))
             });
-            for _ in 0..nwriters {
-                let (rx, free, ev, sh) = (w_rx.clone(), free_tx.clone(), ev_tx.clone(), &shared);
-                let (fd, report_fd) = self.dst.unwrap();
-                let einval_fallback = self.auto_direct;
-                s.spawn(move || {
-                    writer_thread(rx, free, sh, pool, fd, report_fd, einval_fallback, ev)
-                });
-            }
-            let reader = {
+            let mut reader = None;
+            if parallel {
+                for buf in 0..nwriters {
+                    let (ev, sh, cur, edges) = (ev_tx.clone(), &shared, &cursor, &worker_edges);
+                    s.spawn(move || self.worker_thread(pool, buf, cur, edges, sh, ev));
+                }
+            } else {
+                for _ in 0..nwriters {
+                    let (rx, free, ev, sh) =
+                        (w_rx.clone(), free_tx.clone(), ev_tx.clone(), &shared);
+                    let (fd, report_fd) = self.dst.unwrap();
+                    let einval_fallback = self.auto_direct;
+                    s.spawn(move || {
+                        writer_thread(rx, free, sh, pool, fd, report_fd, einval_fallback, ev)
+                    });
+                }
                 let w = self.dst.is_some().then(|| w_tx.clone());
                 let h = self.digest.then(|| h_tx.clone());
                 let (ev, sh) = (ev_tx.clone(), &shared);
-                s.spawn(move || self.reader_thread(pool, free_rx, w, h, sh, ev))
-            };
+                reader = Some(s.spawn(move || self.reader_thread(pool, free_rx, w, h, sh, ev)));
+            }
             drop((ev_tx, w_tx, h_tx, w_rx, h_rx, free_tx));
 
             // Coordinator: wake every TICK until every worker has dropped its event sender.
@@ -539,7 +658,16 @@ impl Pipe<'_> {
                     }
                 }
             }
-            let edges = reader.join().expect("reader thread panicked");
+            let edges = match reader {
+                Some(r) => r.join().expect("reader thread panicked"),
+                None => {
+                    let mut e = std::mem::take(
+                        &mut *worker_edges.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    e.sort_by_key(|(seq, _)| *seq); // range order, as the reader gives them
+                    e.into_iter().map(|(_, e)| e).collect()
+                }
+            };
             let digests = hasher
                 .map(|h| h.join().expect("hasher thread panicked"))
                 .unwrap_or_default();
@@ -562,27 +690,12 @@ impl Pipe<'_> {
     ) -> Vec<Edge> {
         let mut edges = Vec::new();
         let consumers = w.is_some() as u32 + h.is_some() as u32;
-        let bufsize = self.bufsize as u64;
-        'ranges: for &(src, dst, len) in self.ranges {
+        for piece in Cursor::new(self.ranges, self.align, self.bufsize) {
             if sh.stopped() {
                 break;
             }
-            let end = dst + len;
-            // [a, b): the part of the range that is written in whole blocks
-            let (a, b) = match self.align {
-                Some(bs) => {
-                    let a = dst.div_ceil(bs) * bs;
-                    if a >= end {
-                        (end, end)
-                    } else {
-                        (a, end / bs * bs)
-                    }
-                }
-                None => (dst, end),
-            };
-            // head edge [dst, a)
-            if a > dst {
-                match read_edge(self.src_fd, src, dst, a - dst) {
+            match piece {
+                Piece::Edge { src, dst, len } => match read_edge(self.src_fd, src, dst, len) {
                     Ok(e) => {
                         if let Some(h) = &h {
                             let _ = h.send(HMsg::Bytes(e.data.clone()));
@@ -593,56 +706,82 @@ impl Pipe<'_> {
                         sh.fail(e.into());
                         break;
                     }
-                }
-            }
-            // interior [a, b) in buffer-sized chunks
-            let mut pos = a;
-            while pos < b {
-                if sh.stopped() {
-                    break 'ranges;
-                }
-                let n = (b - pos).min(bufsize) as usize;
-                let Ok(buf) = free.recv() else { break 'ranges };
-                // SAFETY: `buf` came from the free pool: we hold it exclusively.
-                let slice = unsafe { pool.buf_mut(buf, n) };
-                if let Err(e) = pread_full(self.src_fd, slice, src + (pos - dst)) {
-                    sh.fail(e.into());
-                    break 'ranges;
-                }
-                sh.pending[buf].store(consumers, Ordering::Release);
-                if let Some(h) = &h {
-                    let _ = h.send(HMsg::Chunk { buf, len: n });
-                }
-                if let Some(w) = &w {
-                    let _ = w.send(WJob {
-                        buf,
-                        len: n,
-                        dst: pos,
-                    });
-                }
-                pos += n as u64;
-            }
-            // tail edge [max(a, b), end)
-            let t = a.max(b);
-            if end > t {
-                match read_edge(self.src_fd, src + (t - dst), t, end - t) {
-                    Ok(e) => {
-                        if let Some(h) = &h {
-                            let _ = h.send(HMsg::Bytes(e.data.clone()));
-                        }
-                        edges.push(e);
-                    }
-                    Err(e) => {
+                },
+                Piece::Chunk { src, dst, len } => {
+                    let Ok(buf) = free.recv() else { break };
+                    // SAFETY: `buf` came from the free pool: we hold it exclusively.
+                    let slice = unsafe { pool.buf_mut(buf, len) };
+                    if let Err(e) = pread_full(self.src_fd, slice, src) {
                         sh.fail(e.into());
                         break;
                     }
+                    sh.pending[buf].store(consumers, Ordering::Release);
+                    if let Some(h) = &h {
+                        let _ = h.send(HMsg::Chunk { buf, len });
+                    }
+                    if let Some(w) = &w {
+                        let _ = w.send(WJob { buf, len, dst });
+                    }
                 }
-            }
-            if let Some(h) = &h {
-                let _ = h.send(HMsg::End);
+                Piece::RangeEnd => {
+                    if let Some(h) = &h {
+                        let _ = h.send(HMsg::End);
+                    }
+                }
             }
         }
         edges
+    }
+}
+
+impl Pipe<'_> {
+    /// Parallel mode: take the next piece, read it into this worker's own buffer, write
+    /// it. Edges are read and kept (with their sequence number) for the end.
+    fn worker_thread(
+        &self,
+        pool: &Pool,
+        buf: usize,
+        cursor: &Mutex<(Cursor<'_>, usize)>,
+        edges: &Mutex<Vec<(usize, Edge)>>,
+        sh: &Shared,
+        _ev: Sender<()>,
+    ) {
+        let (fd, report_fd) = self.dst.expect("workers write");
+        while !sh.stopped() {
+            let (piece, seq) = {
+                let mut g = cursor.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(piece) = g.0.next() else { break };
+                g.1 += 1;
+                (piece, g.1)
+            };
+            match piece {
+                Piece::Edge { src, dst, len } => match read_edge(self.src_fd, src, dst, len) {
+                    Ok(e) => edges
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((seq, e)),
+                    Err(e) => sh.fail(e.into()),
+                },
+                Piece::Chunk { src, dst, len } => {
+                    // SAFETY: worker `buf` is the only user of pool buffer `buf`.
+                    let slice = unsafe { pool.buf_mut(buf, len) };
+                    if let Err(e) = pread_full(self.src_fd, slice, src) {
+                        sh.fail(e.into());
+                        break;
+                    }
+                    match pwrite_all(fd, report_fd, slice, dst) {
+                        Ok(()) => {
+                            sh.done.fetch_add(len as u64, Ordering::Relaxed);
+                        }
+                        Err(e) if self.auto_direct && e.errno == libc::EINVAL => {
+                            sh.fail(CopyError::Invalid(DIRECT_EINVAL.into()));
+                        }
+                        Err(e) => sh.fail(e.into()),
+                    }
+                }
+                Piece::RangeEnd => {}
+            }
+        }
     }
 }
 
