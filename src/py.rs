@@ -15,7 +15,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::engine;
-use crate::engine::copy::{CopyError, CopyOptions, EngineError};
+use crate::engine::copy::CopyOptions;
+use crate::engine::error::{CopyError, EngineError};
 use crate::engine::kdump::{self, compress::Algo, header::HeaderInfo, Event, KdumpOptions};
 
 /// CKSM of `data` (formats.md §7).
@@ -68,7 +69,7 @@ fn map_err(py: Python<'_>, e: CopyError, pending: Option<PyErr>) -> PyErr {
         CopyError::Invalid(m) => PyValueError::new_err(m),
         CopyError::Os(e) => {
             let n = e.raw_os_error().unwrap_or(libc::EIO);
-            PyOSError::new_err((n, engine::copy::strerror(n)))
+            PyOSError::new_err((n, engine::error::strerror(n)))
         }
     }
 }

@@ -2,4 +2,6 @@
 
 pub mod cksm;
 pub mod copy;
+pub mod device;
+pub mod error;
 pub mod kdump;

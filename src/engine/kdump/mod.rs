@@ -25,7 +25,8 @@ pub mod stream;
 
 use std::os::unix::io::RawFd;
 
-use crate::engine::copy::{logical_block_size, open_direct, CopyError, EngineError, Op};
+use crate::engine::device::{logical_block_size, open_direct};
+use crate::engine::error::{fd_path, CopyError, EngineError, Op};
 use compress::Algo;
 use header::{HeaderInfo, DESC_SIZE, SUB_HEADER_SIZE};
 
@@ -323,7 +324,7 @@ pub fn write_kdump(
             length: layout.first_page_off,
             errno: libc::ENOSPC,
             strerror: "the dump metadata alone does not fit in the dump area".into(),
-            path: crate::engine::copy::fd_path(dst_fd),
+            path: fd_path(dst_fd),
         }));
     }
     let info = header_info(plan, &layout);

@@ -30,7 +30,9 @@ use super::compress::{Algo, PageCompressor};
 use super::header::{self, encode_desc, Endian, HeaderInfo, DESC_SIZE};
 use super::stream::{Sink, Stream};
 use super::{Event, Layout, Run, Src};
-use crate::engine::copy::{pread_full, CopyError, TICK};
+use crate::engine::copy::TICK;
+use crate::engine::device::pread_full;
+use crate::engine::error::CopyError;
 
 const META_BUF: usize = 1 << 20;
 const DATA_BUF: usize = 4 << 20;

@@ -13,7 +13,8 @@
 
 use std::os::unix::io::RawFd;
 
-use crate::engine::copy::{fdatasync, pwrite_all, EngineError, Op, Pool};
+use crate::engine::device::{fdatasync, pwrite_all, Pool};
+use crate::engine::error::{fd_path, EngineError, Op};
 
 /// Where streams write, and the edges they leave for the end.
 pub struct Sink {
@@ -54,7 +55,7 @@ impl Sink {
                 "the dump does not fit: it would pass the end of the dump area at 0x{:x}",
                 self.limit
             ),
-            path: crate::engine::copy::fd_path(self.fd),
+            path: fd_path(self.fd),
         }
     }
 
@@ -193,7 +194,7 @@ mod tests {
             let f = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
             let fd = f.as_file().as_raw_fd();
             let dfd = if direct {
-                crate::engine::copy::open_direct(fd).ok()
+                crate::engine::device::open_direct(fd).ok()
             } else {
                 None
             };
