@@ -19,7 +19,8 @@
 # Idempotent and quiet; safe to re-run. Needs root (apt-get install); works without a
 # TTY and with stdin closed. Prints one summary line at the end.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+CI_DIR=$(cd "$(dirname "$0")" && pwd)
+cd "$CI_DIR/.."
 
 export DEBIAN_FRONTEND=noninteractive
 export LC_ALL=C
@@ -27,52 +28,11 @@ START=$SECONDS
 
 HOST_PKGS=(qemu-system-x86 qemu-system-misc kexec-tools fdisk zstd python3)
 
-LOG=$(mktemp -t install-e2e.XXXXXX)
-trap 'rm -f "$LOG"' EXIT
+NAME=install-e2e
+. "$CI_DIR/lib.sh"
 
-die() {
-    echo "install-e2e: $*" >&2
-    if [ -s "$LOG" ]; then
-        echo "--- log ---" >&2
-        tail -n 40 "$LOG" >&2
-    fi
-    exit 1
-}
-
-quiet() {
-    "$@" </dev/null >>"$LOG" 2>&1 || die "failed: $*"
-}
-
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "must run as root (or have sudo)"
-    SUDO=(sudo -n)
-fi
-
-# 1. Host packages (apt-get update only when needed).
-missing=()
-for p in "${HOST_PKGS[@]}"; do
-    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [ "$st" = installed ] || missing+=("$p")
-done
-APT_INSTALL=(apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0)
-if [ ${#missing[@]} -gt 0 ]; then
-    need_update=0
-    if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
-        need_update=1
-    else
-        for p in "${missing[@]}"; do
-            cand=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
-            if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then need_update=1; fi
-        done
-    fi
-    [ $need_update -eq 1 ] && quiet "${SUDO[@]}" apt-get update -qq
-    if ! "${SUDO[@]}" "${APT_INSTALL[@]}" "${missing[@]}" </dev/null >>"$LOG" 2>&1; then
-        [ $need_update -eq 1 ] && die "apt-get install ${missing[*]} failed"
-        quiet "${SUDO[@]}" apt-get update -qq
-        quiet "${SUDO[@]}" "${APT_INSTALL[@]}" "${missing[@]}"
-    fi
-fi
+# 1. Host packages.
+install_host_pkgs "${HOST_PKGS[@]}"
 
 # 2. Guest packages, cached (the script re-downloads only when its package list changed;
 #    on stale package lists it runs apt-get update once and retries).

@@ -24,60 +24,13 @@ CACHE=${ZFCPDUMP_ORACLES:-/var/cache/zfcpdump-oracles}
 W=$CACHE/s390x
 ROOT=$W/root
 
-LOG=$(mktemp -t install-oracles.XXXXXX)
-trap 'rm -f "$LOG"' EXIT
-
-die() {
-    echo "install-oracles: $*" >&2
-    if [ -s "$LOG" ]; then
-        echo "--- log ---" >&2
-        tail -n 40 "$LOG" >&2
-    fi
-    exit 1
-}
-
-# Run a command with its output in $LOG; show the log only if it fails.
-quiet() {
-    "$@" </dev/null >>"$LOG" 2>&1 || die "failed: $*"
-}
-
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "must run as root (or have sudo)"
-    SUDO=(sudo -n)
-fi
+NAME=install-oracles
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 # ---------------------------------------------------------------------------
 # 1. Host packages
 # ---------------------------------------------------------------------------
-missing=()
-for p in "${HOST_PKGS[@]}"; do
-    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [ "$st" = installed ] || missing+=("$p")
-done
-
-if [ ${#missing[@]} -gt 0 ]; then
-    APT_INSTALL=(apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0)
-    # `apt-get update` only if needed: no package lists at all, or a package has no
-    # install candidate, or the install fails (stale lists -> 404).
-    need_update=0
-    if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
-        need_update=1
-    else
-        for p in "${missing[@]}"; do
-            cand=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
-            if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then need_update=1; fi
-        done
-    fi
-    if [ $need_update -eq 1 ]; then
-        quiet "${SUDO[@]}" apt-get update -qq
-    fi
-    if ! "${SUDO[@]}" "${APT_INSTALL[@]}" "${missing[@]}" </dev/null >>"$LOG" 2>&1; then
-        [ $need_update -eq 1 ] && die "apt-get install ${missing[*]} failed"
-        quiet "${SUDO[@]}" apt-get update -qq
-        quiet "${SUDO[@]}" "${APT_INSTALL[@]}" "${missing[@]}"
-    fi
-fi
+install_host_pkgs "${HOST_PKGS[@]}"
 
 # ---------------------------------------------------------------------------
 # 2. s390x zgetdump (s390-tools) extracted under $ROOT, run through qemu-user
