@@ -96,7 +96,8 @@ enum HMsg {
 
 struct Shared {
     stop: AtomicBool,
-    err: Mutex<Option<CopyError>>,
+    /// the failure to report, with the sequence number of the piece it came from
+    err: Mutex<Option<(usize, CopyError)>>,
     /// bytes written (copy) or hashed (read_digests)
     done: AtomicU64,
     pending: Vec<AtomicU32>,
@@ -104,9 +105,15 @@ struct Shared {
 
 impl Shared {
     fn fail(&self, e: CopyError) {
+        self.fail_at(usize::MAX, e);
+    }
+
+    /// Record a failure of piece `seq`. Parallel workers may fail out of order: the
+    /// earliest piece wins, which is the error the sequential twin reports.
+    fn fail_at(&self, seq: usize, e: CopyError) {
         let mut g = self.err.lock().unwrap_or_else(|p| p.into_inner());
-        if g.is_none() {
-            *g = Some(e);
+        if g.as_ref().is_none_or(|(s, _)| seq < *s) {
+            *g = Some((seq, e));
         }
         self.stop.store(true, Ordering::SeqCst);
     }
@@ -322,7 +329,7 @@ impl Pipe<'_> {
                     *reported = d;
                     if !progress(d) {
                         cancelled = true;
-                        shared.fail(CopyError::Cancelled);
+                        shared.fail_at(0, CopyError::Cancelled); // before any piece: it wins
                     }
                 }
             }
@@ -342,7 +349,7 @@ impl Pipe<'_> {
             PipeOut { digests, edges }
         });
         match shared.err.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e),
+            Some((_, e)) => Err(e),
             None => Ok(out),
         }
     }
@@ -428,13 +435,13 @@ impl Pipe<'_> {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push((seq, e)),
-                    Err(e) => sh.fail(e.into()),
+                    Err(e) => sh.fail_at(seq, e.into()),
                 },
                 Piece::Chunk { src, dst, len } => {
                     // SAFETY: worker `buf` is the only user of pool buffer `buf`.
                     let slice = unsafe { pool.buf_mut(buf, len) };
                     if let Err(e) = pread_full(self.src_fd, slice, src) {
-                        sh.fail(e.into());
+                        sh.fail_at(seq, e.into());
                         break;
                     }
                     match pwrite_all(fd, report_fd, slice, dst) {
@@ -442,9 +449,9 @@ impl Pipe<'_> {
                             sh.done.fetch_add(len as u64, Ordering::Relaxed);
                         }
                         Err(e) if self.auto_direct && e.errno == libc::EINVAL => {
-                            sh.fail(CopyError::Invalid(DIRECT_EINVAL.into()));
+                            sh.fail_at(seq, CopyError::Invalid(DIRECT_EINVAL.into()));
                         }
-                        Err(e) => sh.fail(e.into()),
+                        Err(e) => sh.fail_at(seq, e.into()),
                     }
                 }
                 Piece::RangeEnd => {}
