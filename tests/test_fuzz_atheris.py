@@ -14,6 +14,9 @@ from faults.fuzz_targets import TARGETS
 
 pytest.importorskip("atheris")
 RUNS = int(os.environ.get("ZFCPDUMP_ATHERIS_RUNS", "3000"))
+# A fixed seed makes the CI run repeatable (a finding reproduces on the next run);
+# ZFCPDUMP_ATHERIS_SEED=0 explores with a random seed.
+SEED = int(os.environ.get("ZFCPDUMP_ATHERIS_SEED", "1"))
 SCRIPT = Path(__file__).parent / "faults" / "fuzz_atheris.py"
 
 
@@ -24,7 +27,7 @@ KNOWN: dict[str, str] = {}  # target -> reason, for a bug found and not yet fixe
                                     if t in KNOWN else t for t in sorted(TARGETS)])
 def test_atheris(target, tmp_path):
     env = dict(os.environ, ZFCPDUMP_FUZZ_WORKDIR=str(tmp_path / "work"))
-    res = subprocess.run([sys.executable, str(SCRIPT), target, f"-runs={RUNS}",
+    res = subprocess.run([sys.executable, str(SCRIPT), target, f"-runs={RUNS}", f"-seed={SEED}",
                           "-rss_limit_mb=0", "-timeout=20", "-max_len=262144",
                           f"-artifact_prefix={tmp_path}/"],
                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)

@@ -33,6 +33,16 @@ def test_gpt_entry_size_is_bounded():
     run_one("partitions", (CORPUS / "regressions" / "partitions-gpt-entry-size-memoryerror").read_bytes())
 
 
+def test_truncated_gpt_header_is_refused():
+    """Regression (atheris, CI): a GPT header cut off by the end of the disk."""
+    run_one("partitions", (CORPUS / "regressions" / "partitions-gpt-header-truncated").read_bytes())
+
+
+def test_kdump_offsets_beyond_the_file_are_damage():
+    """Regression (atheris): a kdump header whose VMCOREINFO offset overflows pread."""
+    run_one("open_dump", (CORPUS / "regressions" / "open_dump-kdump-offset-overflow").read_bytes())
+
+
 def test_prepare_small_partition_is_usable_or_refused(tmp_path):
     """Regression: zeroing 64 KiB once wiped the superblock of a tiny partition."""
     img = tmp_path / "small.img"

@@ -78,7 +78,7 @@ def _read_logical(fd: int, block_size: int, ext_lba: int, disk_size: int) -> lis
 
 def _read_gpt(fd: int, block_size: int, disk_size: int) -> list[Partition]:
     hdr = os.pread(fd, 92, block_size)
-    if hdr[:8] != b"EFI PART":
+    if len(hdr) < 92 or hdr[:8] != b"EFI PART":
         raise DiskRefused("Could not read partition table (GPT header missing)")
     entries_lba, count, entry_size = struct.unpack_from("<QII", hdr, 72)
     # Bound what the header claims by what the disk really holds before reading it.

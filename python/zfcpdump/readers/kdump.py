@@ -296,10 +296,22 @@ def _is_kdump(head: bytes) -> bool:
     return head[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE) or head[:5] == b"KDUMP"
 
 
+def _bounded(pread: Pread, size: int) -> Pread:
+    """Every offset and length in a kdump header is the input's claim: read only what
+    the file really holds, and call anything beyond it damage."""
+    def read(n: int, offset: int) -> bytes:
+        if n < 0 or offset < 0 or offset + n > size:
+            raise DumpDamaged(f"kdump dump refers to bytes 0x{max(offset, 0):x}+0x{max(n, 0):x} "
+                              f"beyond its end (0x{size:x})")
+        return pread(n, offset)
+    return read
+
+
 def read_kdump_from(pread: Pread, size: int, fmt: str, path: Optional[str]) -> Dump:
-    head = pread(HDR_SIZE, 0)
+    head = pread(HDR_SIZE, 0) if size >= HDR_SIZE else b""
     if len(head) < HDR_SIZE or not _is_kdump(head):
         raise NotThisFormat("not a kdump dump")
+    pread = _bounded(pread, size)
     (v_le,) = struct.unpack_from("<i", head, 8)
     (v_be,) = struct.unpack_from(">i", head, 8)
     if not (0 < v_le < 0x10000 or 0 < v_be < 0x10000):
