@@ -3,8 +3,6 @@ vmcore byte for byte, the superblock checksum is right, refusals write nothing."
 
 from __future__ import annotations
 
-import os
-import struct
 
 import pytest
 from conftest import MIB, needs_root, needs_sfdisk, sha256_file

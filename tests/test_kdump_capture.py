@@ -356,7 +356,7 @@ def test_disk_too_small_fails_cleanly_within_dump_size(tmp_path, engine, capsys)
     """Random memory does not compress: the dump outgrows the partition. The writer stops
     before dump_size, the dump stays invalid, the bootmap area behind it is untouched."""
     vmcore = tmp_path / "x86.elf"
-    size = write_x86_core(vmcore, [(0, 4 * MIB)], lambda p: random.Random(p).randbytes(PAGE))
+    write_x86_core(vmcore, [(0, 4 * MIB)], lambda p: random.Random(p).randbytes(PAGE))
     disk = prepared_image(tmp_path, 2 * MIB)
     sb = superblock_of(disk)
 

@@ -4,7 +4,6 @@ libkdumpfile reads; copy to ELF works."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess

@@ -12,9 +12,7 @@ byte.
 
 from __future__ import annotations
 
-import os
 import re
-import struct
 import subprocess
 import sys
 

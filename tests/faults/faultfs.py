@@ -35,7 +35,6 @@ import argparse
 import errno
 import json
 import os
-import stat
 import sys
 import threading
 
