@@ -38,7 +38,7 @@ from .formats import elf_notes as N
 from .formats import kdump_layout as K
 from .progress import Progress, mib
 from .readers.elf import ElfCore, PT_NOTE, memory_chunks, read_elf
-from .model import FileSpan
+from .model import FileSpan, vmcoreinfo_fields
 
 COMPRESSIONS = ("zstd", "zlib", "lzo", "snappy", "none")
 
@@ -104,11 +104,7 @@ def build_plan(src_fd: int, core: ElfCore, vmcore_size: int, *, now: Optional[fl
                      if ph.type == PT_NOTE and ph.filesz)
     vmci = K.find_vmcoreinfo(notes, core.byteorder)
     text = notes[vmci[0] : vmci[0] + vmci[1]].rstrip(b"\0") if vmci else b""
-    fields = {}
-    for line in text.decode("ascii", "replace").splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            fields[key] = value
+    fields = vmcoreinfo_fields(text)
     nr_cpus = sum(1 for n in N.iter_notes(notes, core.byteorder) if n.type == N.NT_PRSTATUS
                   and n.name in (b"CORE", b"LINUX"))
     uts: dict[str, str] = {}

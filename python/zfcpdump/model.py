@@ -174,12 +174,7 @@ class Dump:
 
     def vmcoreinfo_fields(self) -> dict[str, str]:
         """VMCOREINFO as KEY -> VALUE."""
-        fields: dict[str, str] = {}
-        for line in (self.vmcoreinfo or b"").decode("ascii", "replace").splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                fields[key] = value
-        return fields
+        return vmcoreinfo_fields(self.vmcoreinfo or b"")
 
     # ---- lifetime -------------------------------------------------------------
     def close(self) -> None:
@@ -191,6 +186,16 @@ class Dump:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def vmcoreinfo_fields(text: bytes) -> dict[str, str]:
+    """VMCOREINFO text (`KEY=VALUE` lines) as a dict; the first of a repeated key wins."""
+    fields: dict[str, str] = {}
+    for line in text.decode("ascii", "replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields.setdefault(key, value)
+    return fields
 
 
 def merge_chunks(chunks: list[MemChunk]) -> list[MemChunk]:

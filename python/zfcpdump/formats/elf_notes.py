@@ -60,6 +60,12 @@ def _align4(n: int) -> int:
 
 def iter_notes(data: bytes, byteorder: str) -> Iterator[Note]:
     """Notes of a PT_NOTE segment; stops at an all-zero terminator. Bounds-checked."""
+    for _, note in iter_notes_at(data, byteorder):
+        yield note
+
+
+def iter_notes_at(data: bytes, byteorder: str) -> Iterator[tuple[int, Note]]:
+    """As iter_notes, with the offset of each note's descriptor inside `data`."""
     fmt = ">III" if byteorder == "big" else "<III"
     pos = 0
     while pos + 12 <= len(data):
@@ -72,7 +78,7 @@ def iter_notes(data: bytes, byteorder: str) -> Iterator[Note]:
         if desc_off + descsz > len(data) or namesz > len(data):
             raise DumpDamaged(f"Invalid ELF dump (note at offset 0x{pos:x} is truncated)")
         name = bytes(data[name_off : name_off + namesz]).rstrip(b"\0")
-        yield Note(name, ntype, bytes(data[desc_off : desc_off + descsz]))
+        yield desc_off, Note(name, ntype, bytes(data[desc_off : desc_off + descsz]))
         pos = end
 
 

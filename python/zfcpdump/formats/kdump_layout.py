@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
+from . import elf_notes as N
+
 SIGNATURE = b"KDUMP   "
 HEADER_VERSION = 6
 HEADER_SIZE = 464
@@ -195,17 +197,7 @@ def encode_sub_header(h: HeaderInfo, notes: bytes) -> bytes:
 
 def find_vmcoreinfo(notes: bytes, byteorder: str) -> Optional[tuple[int, int]]:
     """(offset of the VMCOREINFO descriptor inside `notes`, its size), or None."""
-    fmt = ">III" if byteorder == "big" else "<III"
-    pos = 0
-    while pos + 12 <= len(notes):
-        namesz, descsz, ntype = struct.unpack_from(fmt, notes, pos)
-        if namesz == 0 and descsz == 0 and ntype == 0:
-            break
-        name_at = pos + 12
-        desc_at = name_at + (namesz + 3) // 4 * 4
-        if desc_at + descsz > len(notes):
-            break
-        if ntype == 0 and notes[name_at : name_at + namesz].rstrip(b"\0") == b"VMCOREINFO":
-            return desc_at, descsz
-        pos = desc_at + (descsz + 3) // 4 * 4
+    for desc_off, note in N.iter_notes_at(notes, byteorder):
+        if note.type == N.NT_VMCOREINFO and note.name == N.VMCOREINFO_NAME:
+            return desc_off, len(note.desc)
     return None

@@ -12,7 +12,7 @@ from typing import Optional
 from ..disk.cksm import cksm
 from ..errors import ZfcpdumpError
 from ..formats.s390_dump import LIVEDUMP_MAGIC
-from ..model import Dump, MemChunk, _slice
+from ..model import Dump, MemChunk, _slice, vmcoreinfo_fields
 
 LC_VMCOREINFO = 0xE0C
 LC_OS_INFO = 0xE18
@@ -110,11 +110,7 @@ def vmcoreinfo_from_memory(dump: Dump) -> Optional[bytes]:
 
 
 def vmcoreinfo_value(vmcoreinfo: bytes, key: str) -> Optional[str]:
-    for line in vmcoreinfo.decode("ascii", "replace").splitlines():
-        k, sep, v = line.partition("=")
-        if sep and k == key:
-            return v
-    return None
+    return vmcoreinfo_fields(vmcoreinfo).get(key)
 
 
 def utsname_from_memory(dump: Dump, vmcoreinfo: bytes) -> Optional[dict[str, str]]:
