@@ -230,12 +230,8 @@ class Capture:
             )
         if hsa_size == 0:
             self.hsa_released = True  # nothing to release
-        c.blank()
-        c.out("Writing dump:")
         base = part.start + sb.dump_offset
-        progress = Progress(vmcore_size, c.out, interval_s=o.progress_interval_s,
-                            tty=_stderr_if_tty() if o.live_bar else None)
-        progress.update(0)
+        progress = self._start_writing(vmcore_size)
         try:
             self._write_busy(disk_fd, sb, base)
             result = self._copy(src_fd, disk_fd, table, base, part, progress, sb)
@@ -247,6 +243,15 @@ class Capture:
         progress.finish()
         result.ranges = table
         return result
+
+    def _start_writing(self, total: int) -> Progress:
+        """`Writing dump:` and the first progress line (0 of `total` bytes)."""
+        self.console.blank()
+        self.console.out("Writing dump:")
+        progress = Progress(total, self.console.out, interval_s=self.opts.progress_interval_s,
+                            tty=_stderr_if_tty() if self.opts.live_bar else None)
+        progress.update(0)
+        return progress
 
     def _write_busy(self, disk_fd: int, sb: Superblock, base: int) -> None:
         """The busy marker and the checksum that matches it, back to back (the checksum

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from . import engine as engines
-from .capture import (Capture, CaptureOptions, CaptureResult, Console, _stderr_if_tty,
-                      copy_table, read_hsa_size, signals_deferred)
+from .capture import (Capture, CaptureOptions, CaptureResult, Console, copy_table,
+                      read_hsa_size, signals_deferred)
 from .errors import DiskRefused, DumpFailed
 from .formats import elf_notes as N
 from .formats import kdump_layout as K
-from .progress import Progress, mib
+from .progress import mib
 from .readers.elf import ElfCore, PT_NOTE, memory_chunks, read_elf
 from .model import FileSpan, vmcoreinfo_fields
 
@@ -183,12 +183,8 @@ class KdumpCapture(Capture):
         mem_bytes = layout.ndesc * plan.page_size
         c.out(f" format...: kdump-compressed, {o.compress}"
               f"{'' if o.level is None else f' level {o.level}'}, dump level {level_applied}")
-        c.blank()
-        c.out("Writing dump:")
         base = part.start + sb.dump_offset
-        progress = Progress(mem_bytes, c.out, interval_s=o.progress_interval_s,
-                            tty=_stderr_if_tty() if o.live_bar else None)
-        progress.update(0)
+        progress = self._start_writing(mem_bytes)
         start = time.monotonic()
         try:
             self._write_busy(disk_fd, sb, base)
