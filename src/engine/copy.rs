@@ -672,15 +672,7 @@ mod tests {
     use std::os::unix::io::AsRawFd;
 
     fn pattern(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::engine::testdata::pseudo_random(n, seed)
     }
 
     fn file_with(data: &[u8]) -> std::fs::File {

@@ -5,3 +5,5 @@ pub mod copy;
 pub mod device;
 pub mod error;
 pub mod kdump;
+#[cfg(test)]
+pub(crate) mod testdata;

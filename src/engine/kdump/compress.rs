@@ -153,15 +153,7 @@ mod tests {
     }
 
     fn random_page() -> Vec<u8> {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::engine::testdata::pseudo_random(4096, 1)
     }
 
     #[test]

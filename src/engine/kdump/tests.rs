@@ -17,17 +17,7 @@ fn page(pfn: u64) -> Vec<u8> {
             .cycle()
             .take(PS)
             .collect(),
-        _ => {
-            let mut x = pfn.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            (0..PS)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        }
+        _ => crate::engine::testdata::pseudo_random(PS, pfn),
     }
 }
 
