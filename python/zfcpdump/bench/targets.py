@@ -105,9 +105,9 @@ def _fill(path: str, offset: int, length: int, direct: bool) -> None:
 PART_START = 1 * MIB
 
 
-def image_target(path: str, dump_bytes: int, *, block_size: int = 4096) -> Target:
-    """A disk image file with one partition, prepared with --metadata-only, big enough
-    for `dump_bytes`; fully written once so that no run allocates blocks."""
+def _filled_image(path: str, dump_bytes: int, block_size: int) -> None:
+    """A new image file with MBR partition 1 large enough for `dump_bytes`, fully
+    written once so that no measured run allocates blocks."""
     from ..disk.image import create_mbr_image
 
     part_size = _roundup(dump_bytes + 64 * MIB, MIB)
@@ -116,6 +116,12 @@ def image_target(path: str, dump_bytes: int, *, block_size: int = 4096) -> Targe
         os.unlink(path)
     create_mbr_image(path, size, [(PART_START, part_size)], block_size=block_size)
     _fill(path, 4096, size - 4096, direct=True)
+
+
+def image_target(path: str, dump_bytes: int, *, block_size: int = 4096) -> Target:
+    """A disk image file with one partition, prepared with --metadata-only, big enough
+    for `dump_bytes`."""
+    _filled_image(path, dump_bytes, block_size)
     _quiet_main(["prepare", path, "--partition", "1", "--metadata-only", "--block-size",
                  str(block_size)])
     sb = _superblock(path)
@@ -128,14 +134,7 @@ def image_target(path: str, dump_bytes: int, *, block_size: int = 4096) -> Targe
 def loop_target(image: str, dump_bytes: int, *, block_size: int = 4096) -> Target:
     """root: a file-backed loop device (`losetup --direct-io=on -b 4096 -P`) with an MBR
     partition 1, prepared with --metadata-only. Detached and removed by close()."""
-    from ..disk.image import create_mbr_image
-
-    part_size = _roundup(dump_bytes + 64 * MIB, MIB)
-    size = PART_START + part_size + MIB
-    if os.path.exists(image):
-        os.unlink(image)
-    create_mbr_image(image, size, [(PART_START, part_size)], block_size=block_size)
-    _fill(image, 4096, size - 4096, direct=True)
+    _filled_image(image, dump_bytes, block_size)
     out = subprocess.run(["losetup", "-f", "--show", "-P", "--direct-io=on", "-b", str(block_size),
                           image], check=True, capture_output=True, text=True)
     dev = out.stdout.strip()
