@@ -119,3 +119,21 @@ def sparse_vmcore(path, mem_size: int) -> int:
         f.write(ehdr + phdrs)
         f.truncate(data_off + mem_size)
     return data_off + mem_size
+
+
+def superblock_of(disk):
+    """The dump superblock that block 0 of `disk` (image or device) points to."""
+    from zfcpdump.disk.zipl import ScsiMbr, Superblock
+
+    with open(disk, "rb") as f:
+        mbr = ScsiMbr.from_bytes(f.read(152))
+        f.seek(mbr.superblock_offset)
+        return Superblock.from_bytes(f.read(72))
+
+
+def dump_state(disk):
+    """(first 4 KiB of the dump area, superblock): what decides whether a dump looks valid."""
+    sb = superblock_of(disk)
+    with open(disk, "rb") as f:
+        f.seek(sb.part_start)
+        return f.read(4096), sb

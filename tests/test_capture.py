@@ -5,12 +5,11 @@ from __future__ import annotations
 
 
 import pytest
-from conftest import MIB, needs_root, needs_sfdisk, sha256_file
+from conftest import MIB, needs_root, needs_sfdisk, sha256_file, superblock_of
 
 from zfcpdump.cli.main import main
 from zfcpdump.disk.cksm import cksm
 from zfcpdump.disk.image import create_mbr_image
-from zfcpdump.disk.zipl import ScsiMbr, Superblock
 
 ENGINES = ["rust", "python"]
 
@@ -23,13 +22,6 @@ def prepared_image(tmp_path, part_size, *, block_size=512, name="disk.img"):
         args += ["--block-size", str(block_size)]
     assert main(args) == 0
     return disk
-
-
-def superblock_of(disk) -> Superblock:
-    with open(disk, "rb") as f:
-        mbr = ScsiMbr.from_bytes(f.read(152))
-        f.seek(mbr.superblock_offset)
-        return Superblock.from_bytes(f.read(72))
 
 
 def assert_dump_equals(disk, vmcore, size):

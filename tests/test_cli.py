@@ -9,12 +9,11 @@ import sys
 import time
 
 import pytest
-from conftest import MIB, sparse_vmcore
+from conftest import MIB, dump_state, sparse_vmcore
 
 from zfcpdump.cli.main import main
 from zfcpdump.disk.cksm import cksm
 from zfcpdump.disk.image import create_mbr_image
-from zfcpdump.disk.zipl import ScsiMbr, Superblock
 
 
 def run_cli(*args, **kw):
@@ -56,16 +55,6 @@ def test_no_arguments_means_dump_with_defaults():
     assert "ERROR: Cannot open /proc/vmcore" in res.stderr
 
 
-def _state(disk):
-    with open(disk, "rb") as f:
-        mbr = ScsiMbr.from_bytes(f.read(152))
-        f.seek(mbr.superblock_offset)
-        sb = Superblock.from_bytes(f.read(72))
-        f.seek(sb.part_start)
-        first = f.read(4096)
-    return sb, first
-
-
 @pytest.mark.parametrize("engine", ["rust", "python"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_capture_and_leaves_busy_marker(tmp_path, engine, signum):
@@ -79,7 +68,7 @@ def test_signal_stops_capture_and_leaves_busy_marker(tmp_path, engine, signum):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Wait until the copy is under way (the busy marker is on disk).
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not _state(disk)[1].startswith(b"zfcpdump busy"):
+    while time.monotonic() < deadline and not dump_state(disk)[0].startswith(b"zfcpdump busy"):
         time.sleep(0.05)
     time.sleep(0.2)
     sent = time.monotonic()
@@ -89,7 +78,7 @@ def test_signal_stops_capture_and_leaves_busy_marker(tmp_path, engine, signum):
     assert proc.returncode == 128 + signum, (out, err)
     assert f"ERROR: Got signal: {signum}" in err
     assert out.splitlines()[-1] == "Dump failed"
-    sb, first = _state(disk)
+    first, sb = dump_state(disk)
     assert first.startswith(b"zfcpdump busy\0")
     assert sb.csum == cksm(first)  # consistent, so the next capture is allowed
     small = tmp_path / "small.elf"

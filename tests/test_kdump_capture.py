@@ -17,14 +17,14 @@ import sys
 import time
 
 import pytest
-from conftest import MIB, sha256_file
+from conftest import MIB, sha256_file, superblock_of
 from oracles.kdumpfile import needs_libkdumpfile, probe
 
 from zfcpdump import _core
 from zfcpdump.cli.main import main
 from zfcpdump.disk.cksm import cksm
 from zfcpdump.disk.image import create_mbr_image
-from zfcpdump.disk.zipl import ScsiMbr, Superblock
+from zfcpdump.disk.zipl import ScsiMbr
 from zfcpdump.formats import kdump_layout as K
 from zfcpdump.readers import open_dump
 from zfcpdump.readers.elf import read_elf
@@ -55,13 +55,6 @@ def prepared_image(tmp_path, part_size, name="disk.img"):
     create_mbr_image(str(disk), part_size + 2 * MIB, [(MIB, part_size)])
     assert main(["prepare", str(disk), "--partition", "1", "--metadata-only"]) == 0
     return disk
-
-
-def superblock_of(disk) -> Superblock:
-    with open(disk, "rb") as f:
-        mbr = ScsiMbr.from_bytes(f.read(152))
-        f.seek(mbr.superblock_offset)
-        return Superblock.from_bytes(f.read(72))
 
 
 def dump_bytes(disk) -> bytes:

@@ -17,13 +17,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MIB, sha256_file
+from conftest import MIB, dump_state, sha256_file
 from faults.harness import FaultMount, Loop, copy_sparse, fuse_available
 
 from zfcpdump.cli.main import main
 from zfcpdump.disk.cksm import cksm
 from zfcpdump.disk.image import create_mbr_image
-from zfcpdump.disk.zipl import ScsiMbr, Superblock
+from zfcpdump.disk.zipl import ScsiMbr
 
 pytestmark = pytest.mark.skipif(fuse_available() is not None, reason=str(fuse_available()))
 
@@ -55,18 +55,8 @@ def setup(fs, tmp_path_factory):
     return {"vmcore": vm, "size": size, "template": tpl, "sb_off": sb_off}
 
 
-def state(image):
-    """(first page of the dump area, superblock) read from the backing file itself."""
-    with open(image, "rb") as f:
-        mbr = ScsiMbr.from_bytes(f.read(152))
-        f.seek(mbr.superblock_offset)
-        sb = Superblock.from_bytes(f.read(72))
-        f.seek(sb.part_start)
-        return f.read(4096), sb
-
-
 def assert_no_valid_dump(image, capsys=None):
-    first, sb = state(image)
+    first, sb = dump_state(image)
     assert not first.startswith(b"\x7fELF"), "a failed capture left a valid-looking dump"
     assert first.startswith(b"zfcpdump busy\0")
     assert sb.csum == cksm(first), "checksum inconsistent: the next capture would be refused"

@@ -17,25 +17,15 @@ import sys
 import time
 
 import pytest
-from conftest import MIB, needs_root, needs_sfdisk, sha256_file
+from conftest import MIB, dump_state, needs_root, needs_sfdisk, sha256_file
 
 from zfcpdump.cli.main import main
 from zfcpdump.disk.cksm import cksm
-from zfcpdump.disk.zipl import ScsiMbr, Superblock
 from zfcpdump.synth import SynthSpec, write_vmcore
 
 TRIALS = int(os.environ.get("ZFCPDUMP_INTERRUPT_TRIALS", "20"))
 SEED = int(os.environ.get("ZFCPDUMP_RELIABILITY_SEED", str(random.randrange(1 << 30))))
 STATS = {"trials": 0, "busy": 0, "untouched": 0, "complete": 0}
-
-
-def _state(dev):
-    with open(dev, "rb") as f:
-        mbr = ScsiMbr.from_bytes(f.read(152))
-        f.seek(mbr.superblock_offset)
-        sb = Superblock.from_bytes(f.read(72))
-        f.seek(sb.part_start)
-        return f.read(4096), sb
 
 
 @needs_root
@@ -67,7 +57,7 @@ def test_random_interruptions(loop_disk, tmp_path, engine, capsys):
         if trial % 4 >= 2:  # half the trials: a random point after the busy marker is out
             deadline = time.monotonic() + 20
             while proc.poll() is None and time.monotonic() < deadline \
-                    and not _state(disk.dev)[0].startswith(b"zfcpdump busy"):
+                    and not dump_state(disk.dev)[0].startswith(b"zfcpdump busy"):
                 time.sleep(0.005)
             delay = rng.uniform(0.0, full * 0.4)
         time.sleep(delay)
@@ -79,7 +69,7 @@ def test_random_interruptions(loop_disk, tmp_path, engine, capsys):
         if proc.returncode != 0:
             # -SIGTERM: the signal came before the handler was installed (start-up)
             assert proc.returncode in (-signal.SIGKILL, -signal.SIGTERM, 128 + signal.SIGTERM), ctx
-        first, sb = _state(disk.dev)
+        first, sb = dump_state(disk.dev)
         assert sb.csum == cksm(first), "checksum inconsistent: " + ctx
         if first.startswith(b"\x7fELF"):
             # Only a complete, correct copy of a vmcore may look valid: this one (the
