@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::engine;
-use crate::engine::copy::CopyOptions;
+use crate::engine::copy::{CopyOptions, IoEngine};
 use crate::engine::error::{CopyError, EngineError};
 use crate::engine::kdump::{self, compress::Algo, header::HeaderInfo, Event, KdumpOptions};
 
@@ -35,16 +35,19 @@ struct CopyResult {
     digests: Py<PyList>,
     #[pyo3(get)]
     direct: bool,
+    #[pyo3(get)]
+    io_engine: &'static str,
 }
 
 #[pymethods]
 impl CopyResult {
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
-            "CopyResult(bytes_copied={}, digests=<{} digests>, direct={})",
+            "CopyResult(bytes_copied={}, digests=<{} digests>, direct={}, io_engine={:?})",
             self.bytes_copied,
             self.digests.bind(py).len(),
-            if self.direct { "True" } else { "False" }
+            if self.direct { "True" } else { "False" },
+            self.io_engine
         )
     }
 }
@@ -101,7 +104,7 @@ fn make_callback<'a>(
 #[pyfunction]
 #[pyo3(signature = (src_fd, dst_fd, ranges, *, direct = None, buffer_size = 4 << 20,
                     queue_depth = 4, block_size = 512, digest = false, sync = true,
-                    progress = None))]
+                    progress = None, io_engine = "auto"))]
 #[allow(clippy::too_many_arguments)]
 fn copy_ranges(
     py: Python<'_>,
@@ -115,6 +118,7 @@ fn copy_ranges(
     digest: bool,
     sync: bool,
     progress: Option<Bound<'_, PyAny>>,
+    io_engine: &str,
 ) -> PyResult<CopyResult> {
     let opts = CopyOptions {
         direct,
@@ -123,6 +127,7 @@ fn copy_ranges(
         block_size,
         digest,
         sync,
+        io_engine: IoEngine::parse(io_engine).map_err(PyValueError::new_err)?,
     };
     let progress = progress.filter(|p| !p.is_none()).map(Bound::unbind);
     let mut pending: Option<PyErr> = None;
@@ -140,6 +145,7 @@ fn copy_ranges(
                 bytes_copied: r.bytes_copied,
                 digests: digests.unbind(),
                 direct: r.direct,
+                io_engine: r.io_engine.as_str(),
             })
         }
         Err(e) => Err(map_err(py, e, pending)),

@@ -78,15 +78,20 @@ def run_copy(eng, ranges, base=BASE, **kw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ranges=layouts(), bs=st.sampled_from([512, 4096]),
        buffer_size=st.sampled_from([4096, 8192, 65536, 4 << 20]),
-       queue_depth=st.integers(1, 5), direct=st.sampled_from([None, False]))
-def test_twins_identical_on_files(ranges, bs, buffer_size, queue_depth, direct):
-    kw = dict(block_size=bs, buffer_size=buffer_size, queue_depth=queue_depth, digest=True)
+       queue_depth=st.integers(1, 5), direct=st.sampled_from([None, False]),
+       digest=st.booleans(), io_engine=st.sampled_from(["auto", "aio", "threads"]))
+def test_twins_identical_on_files(ranges, bs, buffer_size, queue_depth, direct, digest, io_engine):
+    kw = dict(block_size=bs, buffer_size=buffer_size, queue_depth=queue_depth, digest=digest,
+              io_engine=io_engine)
     r1, b1 = run_copy(RUST, ranges, direct=direct, **kw)
     r2, b2 = run_copy(PY, ranges, direct=direct, **kw)
     want = model(ranges)
     assert b1 == want
     assert b2 == want
-    assert r1.digests == r2.digests == model_digests(ranges)
+    assert r1.digests == r2.digests == (model_digests(ranges) if digest else [])
+    assert r1.io_engine == ("aio" if r1.direct and not digest and io_engine != "threads"
+                            else "threads")
+    assert r2.io_engine == "sequential"
     assert r1.bytes_copied == r2.bytes_copied == sum(n for _, _, n in ranges)
     assert r2.direct is False
     if direct is False:
@@ -209,6 +214,8 @@ def test_bad_arguments():
             eng.copy_ranges(0, 1, [], block_size=1000)
         with pytest.raises(ValueError):
             eng.copy_ranges(0, 1, [], buffer_size=0)
+        with pytest.raises(ValueError, match="io_engine"):
+            eng.copy_ranges(0, 1, [], io_engine="uring")
         with pytest.raises(OverflowError):
             eng.copy_ranges(0, 1, [(-1, 0, 1)])
     with pytest.raises(ValueError):
@@ -270,8 +277,10 @@ LOOP_BASE = _bytes(DST_SIZE, 3)
 @pytest.mark.root
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ranges=layouts(), bs=st.sampled_from([512, 4096]),
-       buffer_size=st.sampled_from([4096, 16384, 1 << 20]), queue_depth=st.integers(1, 4))
-def test_twins_identical_on_4k_loop_device_direct(loopdev, ranges, bs, buffer_size, queue_depth):
+       buffer_size=st.sampled_from([4096, 16384, 1 << 20]), queue_depth=st.integers(1, 4),
+       digest=st.booleans(), io_engine=st.sampled_from(["aio", "threads"]))
+def test_twins_identical_on_4k_loop_device_direct(loopdev, ranges, bs, buffer_size, queue_depth,
+                                                  digest, io_engine):
     results = []
     for eng in (RUST, PY):
         _fill(loopdev, LOOP_BASE)
@@ -279,7 +288,8 @@ def test_twins_identical_on_4k_loop_device_direct(loopdev, ranges, bs, buffer_si
             fd = os.open(loopdev, os.O_RDWR | os.O_EXCL)
             try:
                 r = eng.copy_ranges(s.fileno(), fd, ranges, direct=True, block_size=bs,
-                                    buffer_size=buffer_size, queue_depth=queue_depth, digest=True)
+                                    buffer_size=buffer_size, queue_depth=queue_depth,
+                                    digest=digest, io_engine=io_engine)
             finally:
                 os.close(fd)
         results.append((r, _read_device(loopdev, DST_SIZE)))
@@ -288,7 +298,9 @@ def test_twins_identical_on_4k_loop_device_direct(loopdev, ranges, bs, buffer_si
     assert b1 == want
     assert b2 == want
     assert r1.direct is True and r2.direct is False
-    assert r1.digests == r2.digests == model_digests(ranges)
+    assert r1.digests == r2.digests == (model_digests(ranges) if digest else [])
+    # AIO ran whenever it applies: direct writes without digests
+    assert r1.io_engine == ("aio" if io_engine == "aio" and not digest else "threads")
 
 
 @pytest.mark.root

@@ -4,7 +4,8 @@ Same signatures and the same observable results as the Rust engine: identical by
 the destination, identical SHA-256 digests, the same :class:`EngineIOError` (with
 ``op``/``offset``/``length``/``errno``) for I/O failures. It always writes buffered
 (``direct`` is accepted and ignored; the result reports ``direct=False``) and runs
-synchronously in the calling thread, so ``queue_depth`` is ignored as well.
+synchronously in the calling thread, so ``queue_depth`` and ``io_engine`` are ignored
+as well (the result reports ``io_engine="sequential"``).
 
 This module must not import ``zfcpdump._core``: the native engine imports
 :class:`EngineIOError` from here to raise it.
@@ -25,6 +26,8 @@ __all__ = ["EngineIOError", "CopyResult", "copy_ranges", "read_digests", "cksm"]
 #: how often progress callbacks are made during a copy (seconds), like the Rust engine
 _TICK = 0.1
 _I64_MAX = (1 << 63) - 1
+#: what the native engine accepts for ``io_engine``
+IO_ENGINES = ("auto", "aio", "threads")
 
 
 class EngineIOError(OSError):
@@ -54,6 +57,7 @@ class CopyResult:
     bytes_copied: int
     digests: List[bytes] = field(default_factory=list)
     direct: bool = False
+    io_engine: str = "sequential"
 
 
 def _fd_path(fd: int) -> Optional[str]:
@@ -127,7 +131,8 @@ class _Progress:
 def copy_ranges(src_fd: int, dst_fd: int, ranges: Sequence[Tuple[int, int, int]], *,
                 direct: Optional[bool] = None, buffer_size: int = 4 << 20, queue_depth: int = 4,
                 block_size: int = 512, digest: bool = False, sync: bool = True,
-                progress: Optional[Callable[[int], None]] = None) -> CopyResult:
+                progress: Optional[Callable[[int], None]] = None,
+                io_engine: str = "auto") -> CopyResult:
     """Copy ``length`` bytes from ``src_fd`` at ``src_offset`` to ``dst_fd`` at
     ``dst_offset`` for each ``(src_offset, dst_offset, length)`` in list order."""
     if block_size <= 0 or block_size & (block_size - 1):
@@ -136,6 +141,8 @@ def copy_ranges(src_fd: int, dst_fd: int, ranges: Sequence[Tuple[int, int, int]]
         raise ValueError("buffer_size must be positive")
     if queue_depth <= 0:
         raise ValueError("queue_depth must be positive")
+    if io_engine not in IO_ENGINES:
+        raise ValueError(f"unknown io_engine {io_engine!r}; choose auto, aio or threads")
     ranges = [(int(s), int(d), int(n)) for s, d, n in ranges]
     total = _check_ranges(ranges)
     align = max(4096, block_size)

@@ -84,6 +84,7 @@ class CaptureOptions:
     direct: Optional[bool] = None
     buffer_size: int = 4 << 20
     queue_depth: int = 4
+    io_engine: str = "auto"  # rust engine: "aio", "threads" or "auto" (see _core.pyi)
     progress_interval_s: float = 10.0
     block_size: Optional[int] = None  # image files: override the detected block size
     meta_path: Optional[str] = None
@@ -318,6 +319,7 @@ class Capture:
                 res = self.engine.copy_ranges(
                     src_fd, disk_fd, ranges, direct=o.direct, buffer_size=o.buffer_size,
                     queue_depth=o.queue_depth, block_size=part.block_size,
+                    io_engine=o.io_engine,
                     digest=o.verify, sync=True,
                     progress=lambda n, s=start_done: progress.update(s + n),
                 )

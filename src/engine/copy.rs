@@ -28,8 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::aio::Aio;
 use super::device::{fdatasync, logical_block_size, open_direct, pread_full, pwrite_all, Pool};
-use super::error::{CopyError, EngineError};
+use super::error::{CopyError, EngineError, Op};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use sha2::{Digest, Sha256};
 
@@ -47,6 +48,42 @@ pub struct CopyOptions {
     pub block_size: usize,
     pub digest: bool,
     pub sync: bool,
+    /// How direct writes without digests are kept in flight.
+    pub io_engine: IoEngine,
+}
+
+/// How `queue_depth` writes are kept in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoEngine {
+    /// native AIO for direct writes without digests where the kernel allows it,
+    /// threads otherwise
+    Auto,
+    /// native AIO (one thread, writes in order) whenever writes are direct and no
+    /// digest is asked for; an error if the kernel refuses AIO
+    Aio,
+    /// `queue_depth` threads, each `pread` + `pwrite` (or reader/writers/hasher)
+    Threads,
+}
+
+impl IoEngine {
+    pub fn parse(name: &str) -> Result<IoEngine, String> {
+        match name {
+            "auto" => Ok(IoEngine::Auto),
+            "aio" => Ok(IoEngine::Aio),
+            "threads" => Ok(IoEngine::Threads),
+            other => Err(format!(
+                "unknown io_engine {other:?}; choose auto, aio or threads"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoEngine::Auto => "auto",
+            IoEngine::Aio => "aio",
+            IoEngine::Threads => "threads",
+        }
+    }
 }
 
 impl Default for CopyOptions {
@@ -58,6 +95,7 @@ impl Default for CopyOptions {
             block_size: 512,
             digest: false,
             sync: true,
+            io_engine: IoEngine::Auto,
         }
     }
 }
@@ -67,19 +105,21 @@ pub struct CopyResult {
     pub bytes_copied: u64,
     pub digests: Vec<[u8; 32]>,
     pub direct: bool,
+    /// what kept the writes in flight: `Aio` or `Threads`
+    pub io_engine: IoEngine,
 }
 
 // ---------------------------------------------------------------------------------------
 // Pipeline
 
 /// One range: (src_offset, dst_offset, length).
-type Range3 = (u64, u64, u64);
+pub(super) type Range3 = (u64, u64, u64);
 
 /// A partial destination block kept for the end of the copy.
 #[derive(Debug)]
-struct Edge {
-    dst: u64,
-    data: Vec<u8>,
+pub(super) struct Edge {
+    pub(super) dst: u64,
+    pub(super) data: Vec<u8>,
 }
 
 struct WJob {
@@ -94,23 +134,23 @@ enum HMsg {
     End,
 }
 
-struct Shared {
+pub(super) struct Shared {
     stop: AtomicBool,
     /// the failure to report, with the sequence number of the piece it came from
     err: Mutex<Option<(usize, CopyError)>>,
     /// bytes written (copy) or hashed (read_digests)
-    done: AtomicU64,
+    pub(super) done: AtomicU64,
     pending: Vec<AtomicU32>,
 }
 
 impl Shared {
-    fn fail(&self, e: CopyError) {
+    pub(super) fn fail(&self, e: CopyError) {
         self.fail_at(usize::MAX, e);
     }
 
     /// Record a failure of piece `seq`. Parallel workers may fail out of order: the
     /// earliest piece wins, which is the error the sequential twin reports.
-    fn fail_at(&self, seq: usize, e: CopyError) {
+    pub(super) fn fail_at(&self, seq: usize, e: CopyError) {
         let mut g = self.err.lock().unwrap_or_else(|p| p.into_inner());
         if g.as_ref().is_none_or(|(s, _)| seq < *s) {
             *g = Some((seq, e));
@@ -118,7 +158,7 @@ impl Shared {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    fn stopped(&self) -> bool {
+    pub(super) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
@@ -130,26 +170,26 @@ impl Shared {
 }
 
 /// Marker error: a direct write gave EINVAL in auto mode: redo the copy buffered.
-const DIRECT_EINVAL: &str = "\0direct-einval";
+pub(super) const DIRECT_EINVAL: &str = "\0direct-einval";
 
-struct Pipe<'a> {
-    src_fd: RawFd,
-    ranges: &'a [Range3],
+pub(super) struct Pipe<'a> {
+    pub(super) src_fd: RawFd,
+    pub(super) ranges: &'a [Range3],
     /// (fd to write, fd to name in errors); None: no writers (read_digests)
-    dst: Option<(RawFd, RawFd)>,
+    pub(super) dst: Option<(RawFd, RawFd)>,
     /// O_DIRECT block size: interiors aligned, edges kept aside
-    align: Option<u64>,
+    pub(super) align: Option<u64>,
     /// treat EINVAL on a direct write as "fall back to buffered"
-    auto_direct: bool,
+    pub(super) auto_direct: bool,
     digest: bool,
-    bufsize: usize,
+    pub(super) bufsize: usize,
     writers: usize,
 }
 
 /// One piece of work, in range order: a partial edge block (kept aside and written
 /// buffered at the end), a buffer-sized chunk of a range's aligned interior, or the end
 /// of a range (where the hasher closes that range's digest).
-enum Piece {
+pub(super) enum Piece {
     Edge { src: u64, dst: u64, len: u64 },
     Chunk { src: u64, dst: u64, len: usize },
     RangeEnd,
@@ -157,7 +197,7 @@ enum Piece {
 
 /// Walks the ranges in list order and cuts them into [`Piece`]s: per range the head
 /// edge, the interior in `bufsize` chunks, the tail edge, then `RangeEnd`.
-struct Cursor<'a> {
+pub(super) struct Cursor<'a> {
     ranges: &'a [Range3],
     align: Option<u64>,
     bufsize: u64,
@@ -168,7 +208,7 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn new(ranges: &'a [Range3], align: Option<u64>, bufsize: usize) -> Self {
+    pub(super) fn new(ranges: &'a [Range3], align: Option<u64>, bufsize: usize) -> Self {
         Cursor {
             ranges,
             align,
@@ -259,6 +299,7 @@ impl Pipe<'_> {
     fn run(
         &self,
         pool: &Pool,
+        aio: Option<&mut Aio>,
         progress: &mut dyn FnMut(u64) -> bool,
         reported: &mut u64,
     ) -> Result<PipeOut, CopyError> {
@@ -295,7 +336,13 @@ impl Pipe<'_> {
                 s.spawn(move || hasher_thread(rx, free, sh, pool, count_done, ev))
             });
             let mut reader = None;
-            if parallel {
+            if let Some(aio) = aio {
+                let (ev, sh) = (ev_tx.clone(), &shared);
+                reader = Some(s.spawn(move || {
+                    let _ev = ev; // disconnects the coordinator when the loop ends
+                    self.aio_loop(pool, aio, sh)
+                }));
+            } else if parallel {
                 for buf in 0..nwriters {
                     let (ev, sh, cur, edges) = (ev_tx.clone(), &shared, &cursor, &worker_edges);
                     s.spawn(move || self.worker_thread(pool, buf, cur, edges, sh, ev));
@@ -460,7 +507,7 @@ impl Pipe<'_> {
     }
 }
 
-fn read_edge(fd: RawFd, src: u64, dst: u64, len: u64) -> Result<Edge, EngineError> {
+pub(super) fn read_edge(fd: RawFd, src: u64, dst: u64, len: u64) -> Result<Edge, EngineError> {
     let mut data = vec![0u8; len as usize];
     pread_full(fd, &mut data, src)?;
     Ok(Edge { dst, data })
@@ -592,8 +639,29 @@ pub fn copy_ranges(
         Some(true) => Some(open_direct(dst_fd)?),
         None => open_direct(dst_fd).ok(),
     };
+    // Declared after the pool, so dropped before it: io_destroy waits for any write
+    // still in flight before the buffers go away.
+    let mut aio: Option<Aio> = None;
+    let mut used_aio;
     let mut reported = 0u64;
     let out = loop {
+        used_aio = direct_fd.is_some() && !opts.digest && opts.io_engine != IoEngine::Threads;
+        if used_aio && aio.is_none() {
+            match Aio::new(opts.queue_depth) {
+                Ok(a) => aio = Some(a),
+                Err(e) if opts.io_engine == IoEngine::Aio => {
+                    return Err(EngineError::new(
+                        Op::Open,
+                        dst_fd,
+                        0,
+                        0,
+                        e.raw_os_error().unwrap_or(libc::EIO),
+                    )
+                    .into())
+                }
+                Err(_) => used_aio = false, // no AIO here: threads
+            }
+        }
         let pipe = Pipe {
             src_fd,
             ranges,
@@ -604,7 +672,8 @@ pub fn copy_ranges(
             bufsize,
             writers: opts.queue_depth,
         };
-        match pipe.run(&pool, progress, &mut reported) {
+        let ctx = if used_aio { aio.as_mut() } else { None };
+        match pipe.run(&pool, ctx, progress, &mut reported) {
             Err(CopyError::Invalid(m)) if m == DIRECT_EINVAL => {
                 direct_fd = None; // closes it; redo everything buffered
             }
@@ -626,6 +695,11 @@ pub fn copy_ranges(
         bytes_copied: total,
         digests: out.digests,
         direct,
+        io_engine: if used_aio {
+            IoEngine::Aio
+        } else {
+            IoEngine::Threads
+        },
     })
 }
 
@@ -656,7 +730,7 @@ pub fn read_digests(
         writers: 0,
     };
     let mut reported = 0;
-    let out = pipe.run(&pool, progress, &mut reported)?;
+    let out = pipe.run(&pool, None, progress, &mut reported)?;
     if !progress(total) {
         return Err(CopyError::Cancelled);
     }
@@ -738,7 +812,15 @@ mod tests {
                 (None, 4096),
                 (Some(true), 4096),
             ] {
-                for (buffer_size, qd) in [(4096, 1), (8192, 3), (1 << 20, 4)] {
+                for (buffer_size, qd, digest, io_engine) in [
+                    (4096, 1, true, IoEngine::Auto),
+                    (8192, 3, true, IoEngine::Auto),
+                    (1 << 20, 4, true, IoEngine::Auto),
+                    (4096, 1, false, IoEngine::Aio),
+                    (8192, 3, false, IoEngine::Aio),
+                    (8192, 3, false, IoEngine::Threads),
+                    (1 << 20, 4, false, IoEngine::Auto),
+                ] {
                     let mut dst = file_with(&base);
                     let srcf = file_with(&src);
                     let opts = CopyOptions {
@@ -746,8 +828,9 @@ mod tests {
                         buffer_size,
                         queue_depth: qd,
                         block_size: bs,
-                        digest: true,
+                        digest,
                         sync: true,
+                        io_engine,
                     };
                     let mut last = 0;
                     let mut cb = |n: u64| {
@@ -776,10 +859,14 @@ mod tests {
                         .iter()
                         .map(|&(s, _, l)| sha(&src[s as usize..(s + l) as usize]))
                         .collect();
-                    assert_eq!(r.digests, want_d);
+                    assert_eq!(r.digests, if digest { want_d } else { vec![] });
                     if direct == Some(false) {
                         assert!(!r.direct);
                     }
+                    // AIO exactly when the writes were direct and undigested (and not
+                    // refused by the caller)
+                    let aio = r.direct && !digest && io_engine != IoEngine::Threads;
+                    assert_eq!(r.io_engine == IoEngine::Aio, aio, "{io_engine:?}");
                 }
             }
         }

@@ -1,7 +1,9 @@
 //! Pure-Rust engine. Nothing here knows about Python.
 
+pub mod aio;
 pub mod cksm;
 pub mod copy;
+mod copy_aio;
 pub mod device;
 pub mod error;
 pub mod kdump;

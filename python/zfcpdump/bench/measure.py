@@ -95,7 +95,7 @@ def _worker(spec: dict) -> None:
         argv = ["dump", "-i", spec["vmcore"], "--engine", spec["engine"],
                 "--buffer-size", str(spec["buffer_size"]), "--queue-depth", str(spec["queue_depth"]),
                 "--progress-interval", "1e9", "--zcore-dir", "/nonexistent/zfcpdump-bench",
-                "--direct", spec.get("direct", "auto")]
+                "--direct", spec.get("direct", "auto"), "--io-engine", spec.get("io_engine", "auto")]
         if spec.get("block_size"):
             argv += ["--block-size", str(spec["block_size"])]
         argv.append(spec["disk"])
@@ -121,7 +121,8 @@ def _worker(spec: dict) -> None:
             res = eng.copy_ranges(src, dst, [(spec["src_off"], spec["dst_off"], spec["length"])],
                                   direct=direct, buffer_size=spec["buffer_size"],
                                   queue_depth=spec["queue_depth"], block_size=spec["block_size"],
-                                  digest=False, sync=True)
+                                  digest=False, sync=True,
+                                  io_engine=spec.get("io_engine", "auto"))
             t = time.perf_counter() - t0
             assert res.bytes_copied == spec["length"], res.bytes_copied
         finally:
@@ -151,19 +152,29 @@ def capture_methods(vmcore: str, vmcore_size: int, target: Target, *, buffer_siz
     n_dio = n // target.block_size * target.block_size
     area, off = target.area, target.offset
     ms: list[Method] = []
-    for eng in engines:
+    # the rust engine twice: its default (native AIO where it applies) and with threads,
+    # the submission it replaced, so that the choice stays measured
+    variants = [(eng, io) for eng in engines
+                for io in (("auto", "threads") if eng == "rust" else ("auto",))]
+    for eng, io in variants:
         if target.prepared:
             spec = {"op": "dump", "engine": eng, "vmcore": vmcore, "disk": target.disk,
-                    "buffer_size": buffer_size, "queue_depth": queue_depth, "direct": direct}
+                    "buffer_size": buffer_size, "queue_depth": queue_depth, "direct": direct,
+                    "io_engine": io}
             if target.kind == "image":
                 spec["block_size"] = target.block_size
             label = f"zfcpdump dump --engine {eng}"
         else:
             spec = {"op": "copy", "engine": eng, "src": vmcore, "dst": area, "src_off": 0,
                     "dst_off": off, "length": n, "buffer_size": buffer_size,
-                    "queue_depth": queue_depth, "block_size": target.block_size, "direct": direct}
+                    "queue_depth": queue_depth, "block_size": target.block_size, "direct": direct,
+                    "io_engine": io}
             label = f"engine {eng} copy_ranges (capture I/O, no metadata)"
-        ms.append(Method(f"capture-{eng}", label,
+        name = f"capture-{eng}"
+        if io != "auto":
+            name += f"-{io}"
+            label += f" --io-engine {io}"
+        ms.append(Method(name, label,
                          lambda s=spec: run_child_rusage(_worker_cmd(s), timed_json=True), n))
     seek = [f"seek={off}", "oflag=seek_bytes"] if off else []
     dd64 = ["dd", f"if={vmcore}", f"of={area}", "bs=64k", "conv=fsync,notrunc", "status=none",

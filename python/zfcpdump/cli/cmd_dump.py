@@ -55,7 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bytes per I/O request (default 4M; 1M in a dump kernel with "
                    "under 256 MiB of memory)")
     p.add_argument("--queue-depth", type=int, default=4, metavar="N",
-                   help="I/O buffers in flight, rust engine (default 4)")
+                   help="writes in flight, rust engine (default 4)")
+    p.add_argument("--io-engine", choices=["auto", "aio", "threads"], default="auto",
+                   help="how the rust engine keeps writes in flight: aio (one thread, "
+                   "Linux native AIO, writes reach the disk in order; O_DIRECT without "
+                   "--verify only), threads (N threads each reading and writing), auto "
+                   "(default: aio where it applies and the kernel allows it)")
     p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
                    help="seconds between progress lines (default 10, as zfcpdump)")
     p.add_argument("--block-size", type=int, choices=[512, 4096],
@@ -132,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         release_hsa=not args.no_release_hsa, verify=args.verify or bool(args.meta),
         direct={"auto": None, "on": True, "off": False}[args.direct],
         buffer_size=_buffer_size(args.buffer_size, kernel_mode), queue_depth=args.queue_depth,
-        progress_interval_s=args.progress_interval, block_size=args.block_size,
+        io_engine=args.io_engine, progress_interval_s=args.progress_interval, block_size=args.block_size,
         meta_path=args.meta,
         live_bar=not kernel_mode,  # the dump kernel's console shows only the 10 s lines
         hold_signals_after_commit=True,
