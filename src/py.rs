@@ -104,7 +104,7 @@ fn make_callback<'a>(
 #[pyfunction]
 #[pyo3(signature = (src_fd, dst_fd, ranges, *, direct = None, buffer_size = 4 << 20,
                     queue_depth = 4, block_size = 512, digest = false, sync = true,
-                    progress = None, io_engine = "auto"))]
+                    progress = None, io_engine = "threads"))]
 #[allow(clippy::too_many_arguments)]
 fn copy_ranges(
     py: Python<'_>,

@@ -30,7 +30,7 @@ class CopyResult:
         """Whether the aligned part of the data was written with O_DIRECT."""
     @property
     def io_engine(self) -> str:
-        """What kept the writes in flight: ``"aio"`` or ``"threads"``."""
+        """What kept the writes in flight: ``"threads"`` or ``"aio"``."""
 
 def copy_ranges(
     src_fd: int,
@@ -44,7 +44,7 @@ def copy_ranges(
     digest: bool = False,
     sync: bool = True,
     progress: Optional[Callable[[int], object]] = None,
-    io_engine: str = "auto",
+    io_engine: str = "threads",
 ) -> CopyResult:
     """Copy ``length`` bytes from ``src_fd`` at ``src_offset`` to ``dst_fd`` at
     ``dst_offset`` for each ``(src_offset, dst_offset, length)``; ranges are read in list
@@ -55,14 +55,14 @@ def copy_ranges(
     ``buffer_size`` bytes (rounded down to a multiple of ``max(4096, block_size)``).
     ``io_engine`` says how ``queue_depth`` writes are kept in flight:
 
+    * ``"threads"`` (default): ``queue_depth`` threads each ``pread`` a chunk and
+      ``pwrite`` it; with ``digest``, one reader, ``queue_depth`` writers and a hasher
+      thread that computes the SHA-256 of each range's bytes;
     * ``"aio"``: one thread ``pread``s the next chunk and queues its O_DIRECT write with
       Linux native AIO, in range order; used only for direct writes without ``digest``
-      (raises ``op="open"`` if the kernel refuses AIO);
-    * ``"threads"``: ``queue_depth`` threads each ``pread`` a chunk and ``pwrite`` it;
-      with ``digest``, one reader, ``queue_depth`` writers and a hasher thread that
-      computes the SHA-256 of each range's bytes;
-    * ``"auto"`` (default): ``"aio"`` where it applies and the kernel allows it, else
-      ``"threads"``. The result's ``io_engine`` says which ran.
+      (threads otherwise; raises ``op="open"`` if the kernel refuses AIO).
+
+    The result's ``io_engine`` says which ran.
 
     ``direct``: ``None`` = try O_DIRECT (a reopen of ``/proc/self/fd/<dst_fd>``) and fall
     back to buffered writes on ``dst_fd`` if the reopen fails or the first direct write

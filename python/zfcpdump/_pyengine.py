@@ -27,7 +27,7 @@ __all__ = ["EngineIOError", "CopyResult", "copy_ranges", "read_digests", "cksm"]
 _TICK = 0.1
 _I64_MAX = (1 << 63) - 1
 #: what the native engine accepts for ``io_engine``
-IO_ENGINES = ("auto", "aio", "threads")
+IO_ENGINES = ("threads", "aio")
 
 
 class EngineIOError(OSError):
@@ -132,7 +132,7 @@ def copy_ranges(src_fd: int, dst_fd: int, ranges: Sequence[Tuple[int, int, int]]
                 direct: Optional[bool] = None, buffer_size: int = 4 << 20, queue_depth: int = 4,
                 block_size: int = 512, digest: bool = False, sync: bool = True,
                 progress: Optional[Callable[[int], None]] = None,
-                io_engine: str = "auto") -> CopyResult:
+                io_engine: str = "threads") -> CopyResult:
     """Copy ``length`` bytes from ``src_fd`` at ``src_offset`` to ``dst_fd`` at
     ``dst_offset`` for each ``(src_offset, dst_offset, length)`` in list order."""
     if block_size <= 0 or block_size & (block_size - 1):
@@ -142,7 +142,7 @@ def copy_ranges(src_fd: int, dst_fd: int, ranges: Sequence[Tuple[int, int, int]]
     if queue_depth <= 0:
         raise ValueError("queue_depth must be positive")
     if io_engine not in IO_ENGINES:
-        raise ValueError(f"unknown io_engine {io_engine!r}; choose auto, aio or threads")
+        raise ValueError(f"unknown io_engine {io_engine!r}; choose threads or aio")
     ranges = [(int(s), int(d), int(n)) for s, d, n in ranges]
     total = _check_ranges(ranges)
     align = max(4096, block_size)

@@ -84,7 +84,7 @@ class CaptureOptions:
     direct: Optional[bool] = None
     buffer_size: int = 4 << 20
     queue_depth: int = 4
-    io_engine: str = "auto"  # rust engine: "aio", "threads" or "auto" (see _core.pyi)
+    io_engine: str = "threads"  # rust engine: "threads" or "aio" (see _core.pyi)
     progress_interval_s: float = 10.0
     block_size: Optional[int] = None  # image files: override the detected block size
     meta_path: Optional[str] = None

@@ -1,12 +1,12 @@
 //! Linux native AIO (`io_setup`/`io_submit`/`io_getevents`), just enough for `O_DIRECT`
 //! writes kept in flight by one thread. The raw system calls, no libaio needed.
 //!
-//! Why not threads: on the loop devices and virtual disks measured here, several threads
-//! each doing a synchronous `pwrite` reach ~0.85x of what one thread with the same
-//! number of writes in flight reaches (`fio --ioengine=psync --numjobs=4` vs
-//! `--ioengine=libaio --iodepth=4`); the device sees the writes arrive in order.
-//! Why not io_uring: with `O_DIRECT` writes to these devices it measured no faster than
-//! AIO, and AIO needs no crate and works wherever io_uring is disabled by policy.
+//! Why: `fio --ioengine=psync --numjobs=4` (threads with synchronous writes, our default)
+//! measured 0.86x of `--ioengine=libaio --iodepth=4` on the loop device here (median of
+//! 5 rounds), so one thread with writes in flight, in order, was tried. In the capture
+//! itself it measured no faster than the threads (see `IoEngine`), so it is opt-in.
+//! Why not io_uring: with `O_DIRECT` writes to these devices fio measured it no faster
+//! than AIO, and AIO needs no crate and is not switched off by io_uring_disabled.
 
 use std::io;
 

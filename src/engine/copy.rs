@@ -52,34 +52,31 @@ pub struct CopyOptions {
     pub io_engine: IoEngine,
 }
 
-/// How `queue_depth` writes are kept in flight.
+/// How `queue_depth` writes are kept in flight. Threads are the default: native AIO
+/// measured no faster on the loop devices here (aio/threads 0.89x and 1.02x medians of
+/// two 6-round A/Bs, spreads 0.7-1.4x); it stays selectable for disks where it may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoEngine {
-    /// native AIO for direct writes without digests where the kernel allows it,
-    /// threads otherwise
-    Auto,
-    /// native AIO (one thread, writes in order) whenever writes are direct and no
-    /// digest is asked for; an error if the kernel refuses AIO
-    Aio,
     /// `queue_depth` threads, each `pread` + `pwrite` (or reader/writers/hasher)
     Threads,
+    /// native AIO (one thread, writes in order) whenever writes are direct and no
+    /// digest is asked for (threads otherwise); an error if the kernel refuses AIO
+    Aio,
 }
 
 impl IoEngine {
     pub fn parse(name: &str) -> Result<IoEngine, String> {
         match name {
-            "auto" => Ok(IoEngine::Auto),
             "aio" => Ok(IoEngine::Aio),
             "threads" => Ok(IoEngine::Threads),
             other => Err(format!(
-                "unknown io_engine {other:?}; choose auto, aio or threads"
+                "unknown io_engine {other:?}; choose threads or aio"
             )),
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            IoEngine::Auto => "auto",
             IoEngine::Aio => "aio",
             IoEngine::Threads => "threads",
         }
@@ -95,7 +92,7 @@ impl Default for CopyOptions {
             block_size: 512,
             digest: false,
             sync: true,
-            io_engine: IoEngine::Auto,
+            io_engine: IoEngine::Threads,
         }
     }
 }
@@ -645,22 +642,18 @@ pub fn copy_ranges(
     let mut used_aio;
     let mut reported = 0u64;
     let out = loop {
-        used_aio = direct_fd.is_some() && !opts.digest && opts.io_engine != IoEngine::Threads;
+        used_aio = direct_fd.is_some() && !opts.digest && opts.io_engine == IoEngine::Aio;
         if used_aio && aio.is_none() {
-            match Aio::new(opts.queue_depth) {
-                Ok(a) => aio = Some(a),
-                Err(e) if opts.io_engine == IoEngine::Aio => {
-                    return Err(EngineError::new(
-                        Op::Open,
-                        dst_fd,
-                        0,
-                        0,
-                        e.raw_os_error().unwrap_or(libc::EIO),
-                    )
-                    .into())
-                }
-                Err(_) => used_aio = false, // no AIO here: threads
-            }
+            let a = Aio::new(opts.queue_depth).map_err(|e| {
+                EngineError::new(
+                    Op::Open,
+                    dst_fd,
+                    0,
+                    0,
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                )
+            })?;
+            aio = Some(a);
         }
         let pipe = Pipe {
             src_fd,
@@ -813,13 +806,13 @@ mod tests {
                 (Some(true), 4096),
             ] {
                 for (buffer_size, qd, digest, io_engine) in [
-                    (4096, 1, true, IoEngine::Auto),
-                    (8192, 3, true, IoEngine::Auto),
-                    (1 << 20, 4, true, IoEngine::Auto),
+                    (4096, 1, true, IoEngine::Threads),
+                    (8192, 3, true, IoEngine::Aio),
+                    (1 << 20, 4, true, IoEngine::Threads),
                     (4096, 1, false, IoEngine::Aio),
                     (8192, 3, false, IoEngine::Aio),
                     (8192, 3, false, IoEngine::Threads),
-                    (1 << 20, 4, false, IoEngine::Auto),
+                    (1 << 20, 4, false, IoEngine::Threads),
                 ] {
                     let mut dst = file_with(&base);
                     let srcf = file_with(&src);
@@ -863,9 +856,9 @@ mod tests {
                     if direct == Some(false) {
                         assert!(!r.direct);
                     }
-                    // AIO exactly when the writes were direct and undigested (and not
-                    // refused by the caller)
-                    let aio = r.direct && !digest && io_engine != IoEngine::Threads;
+                    // AIO exactly when the writes were direct and undigested and it was
+                    // asked for
+                    let aio = r.direct && !digest && io_engine == IoEngine::Aio;
                     assert_eq!(r.io_engine == IoEngine::Aio, aio, "{io_engine:?}");
                 }
             }

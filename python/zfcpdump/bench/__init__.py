@@ -6,8 +6,8 @@ device and for the same byte count, it times:
 * ``capture-rust`` / ``capture-python``: ``zfcpdump dump`` (in a child process, timed
   around the command itself, interpreter start-up excluded) into a prepared disk, or,
   on a raw partition, the engine's ``copy_ranges`` with the capture's options;
-  ``capture-rust-threads``: the same with ``--io-engine threads`` (the submission that
-  native AIO replaced as the default);
+  ``capture-rust-aio``: the same with ``--io-engine aio`` (native AIO, one thread,
+  writes in order);
 * ``ref-dd-64k``: s390-tools zfcpdump's I/O pattern, 64 KiB buffered reads and writes
   then one fsync (``dd bs=64k conv=fsync`` from the same vmcore);
 * ``ref-fio-64k``: the same pattern by fio (performance.md §1 anchor, writes fio's data);

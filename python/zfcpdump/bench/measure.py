@@ -95,7 +95,7 @@ def _worker(spec: dict) -> None:
         argv = ["dump", "-i", spec["vmcore"], "--engine", spec["engine"],
                 "--buffer-size", str(spec["buffer_size"]), "--queue-depth", str(spec["queue_depth"]),
                 "--progress-interval", "1e9", "--zcore-dir", "/nonexistent/zfcpdump-bench",
-                "--direct", spec.get("direct", "auto"), "--io-engine", spec.get("io_engine", "auto")]
+                "--direct", spec.get("direct", "auto"), "--io-engine", spec.get("io_engine", "threads")]
         if spec.get("block_size"):
             argv += ["--block-size", str(spec["block_size"])]
         argv.append(spec["disk"])
@@ -122,7 +122,7 @@ def _worker(spec: dict) -> None:
                                   direct=direct, buffer_size=spec["buffer_size"],
                                   queue_depth=spec["queue_depth"], block_size=spec["block_size"],
                                   digest=False, sync=True,
-                                  io_engine=spec.get("io_engine", "auto"))
+                                  io_engine=spec.get("io_engine", "threads"))
             t = time.perf_counter() - t0
             assert res.bytes_copied == spec["length"], res.bytes_copied
         finally:
@@ -152,10 +152,10 @@ def capture_methods(vmcore: str, vmcore_size: int, target: Target, *, buffer_siz
     n_dio = n // target.block_size * target.block_size
     area, off = target.area, target.offset
     ms: list[Method] = []
-    # the rust engine twice: its default (native AIO where it applies) and with threads,
-    # the submission it replaced, so that the choice stays measured
+    # the rust engine twice: its default (threads) and with native AIO, so that the
+    # choice of default stays measured
     variants = [(eng, io) for eng in engines
-                for io in (("auto", "threads") if eng == "rust" else ("auto",))]
+                for io in (("threads", "aio") if eng == "rust" else ("threads",))]
     for eng, io in variants:
         if target.prepared:
             spec = {"op": "dump", "engine": eng, "vmcore": vmcore, "disk": target.disk,
@@ -171,7 +171,7 @@ def capture_methods(vmcore: str, vmcore_size: int, target: Target, *, buffer_siz
                     "io_engine": io}
             label = f"engine {eng} copy_ranges (capture I/O, no metadata)"
         name = f"capture-{eng}"
-        if io != "auto":
+        if io != "threads":
             name += f"-{io}"
             label += f" --io-engine {io}"
         ms.append(Method(name, label,

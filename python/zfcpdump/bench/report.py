@@ -83,8 +83,8 @@ def ratio_values(sec: Section, a: str, b: str) -> list[float]:
 CAPTURE_RATIOS = [("capture-rust", "limit-fio"), ("capture-rust", "limit-dd-4m"),
                   ("capture-rust", "ref-dd-64k"), ("capture-rust", "ref-fio-64k"),
                   ("capture-rust", "capture-python"), ("capture-python", "ref-dd-64k"),
-                  ("capture-rust", "capture-rust-threads"),
-                  ("capture-rust-threads", "limit-fio")]
+                  ("capture-rust-aio", "capture-rust"),
+                  ("capture-rust-aio", "limit-fio")]
 COPY_RATIOS = [("copy-rust", "copy-dd-4m"), ("copy-python", "copy-dd-4m"),
                ("copy-rust", "copy-python")]
 

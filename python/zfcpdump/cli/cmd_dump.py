@@ -56,11 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "under 256 MiB of memory)")
     p.add_argument("--queue-depth", type=int, default=4, metavar="N",
                    help="writes in flight, rust engine (default 4)")
-    p.add_argument("--io-engine", choices=["auto", "aio", "threads"], default="auto",
-                   help="how the rust engine keeps writes in flight: aio (one thread, "
-                   "Linux native AIO, writes reach the disk in order; O_DIRECT without "
-                   "--verify only), threads (N threads each reading and writing), auto "
-                   "(default: aio where it applies and the kernel allows it)")
+    p.add_argument("--io-engine", choices=["threads", "aio"], default="threads",
+                   help="how the rust engine keeps writes in flight: threads (default: N "
+                   "threads each reading and writing) or aio (one thread, Linux native "
+                   "AIO, writes reach the disk in order; O_DIRECT without --verify only; "
+                   "compare both on your disk with `zfcpdump bench`)")
     p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
                    help="seconds between progress lines (default 10, as zfcpdump)")
     p.add_argument("--block-size", type=int, choices=[512, 4096],
