@@ -288,12 +288,12 @@ def main() -> int:
                   f"({min(speed):.2f}-{max(speed):.2f}), size {sizes[a] / sizes[b]:.3f}")
 
     print("pairs, round by round (speed = their time / ours: median (min-max); size = ours / theirs):")
-    pair("ours --compress zlib -d1", "makedumpfile -c -d1")
-    pair("ours --compress zlib -d1", "makedumpfile -c -d1 --num-threads 1")
-    pair("ours --compress none -d1", "makedumpfile -d1")
-    pair("ours --compress zstd -d1", "makedumpfile -l -d1")
-    pair("ours --compress zstd -d1", "makedumpfile -c -d1")
-    pair("ours --compress snappy -d1", "makedumpfile -l -d1")
+    pair("ours --compress zlib -d1", "makedumpfile -c -d 1")
+    pair("ours --compress zlib -d1", "makedumpfile -c -d 1 --num-threads 1")
+    pair("ours --compress none -d1", "makedumpfile -d 1")
+    pair("ours --compress zstd -d1", "makedumpfile -l -d 1")
+    pair("ours --compress zstd -d1", "makedumpfile -c -d 1")
+    pair("ours --compress snappy -d1", "makedumpfile -l -d 1")
     for algo in args.algos.split(","):
         pair(f"ours --compress {algo} -d1", RAW)
     if have_md:
