@@ -5,9 +5,9 @@
 
 Input: one x86_64 ELF core (makedumpfile reads only its own architecture, interop.md
 §4), memory made of real file bytes from /usr (binaries, libraries, text; like the
-corpus of performance.md §5) with every 4th page zero. Every run writes to a file on the
-same file system, page cache to page cache, and is timed until its data is flushed
-(our capture ends with fdatasync; makedumpfile's output is fsync'ed inside the timing).
+corpus of performance.md §5) with `--zero-percent` of the pages zero (default 25: every
+4th page). Every run is timed until its data is flushed (our capture ends with
+fdatasync; makedumpfile's output is fsync'ed inside the timing).
 
 Targets (`--target`):
 * `file` (default): a prepared disk image file; makedumpfile writes a file beside it.
@@ -43,8 +43,9 @@ PAGE = 4096
 MIB = 1 << 20
 
 
-def corpus_pages(total_pages: int):
-    """Pages of real file bytes, every 4th page zero."""
+def corpus_pages(total_pages: int, zero_percent: int = 25):
+    """Pages of real file bytes, `zero_percent` of them zero pages spread evenly (the
+    default 25: every 4th page)."""
     roots = ["/usr/lib/x86_64-linux-gnu", "/usr/bin", "/usr/share/doc", "/usr/lib/python3",
              "/usr/share/perl", "/usr/lib"]
     produced = 0
@@ -62,7 +63,7 @@ def corpus_pages(total_pages: int):
                     except OSError:
                         continue
                     while len(buf) >= PAGE:
-                        if produced % 4 == 3:
+                        if (produced + 1) * zero_percent // 100 > produced * zero_percent // 100:
                             yield bytes(PAGE)
                         else:
                             yield buf[:PAGE]
@@ -72,7 +73,7 @@ def corpus_pages(total_pages: int):
                             return
 
 
-def write_x86_core(path: str, mem_bytes: int) -> None:
+def write_x86_core(path: str, mem_bytes: int, zero_percent: int = 25) -> None:
     note = struct.pack("<III", 5, 336, 1) + b"CORE\0\0\0\0" + bytes(336)
     ranges = [(0, mem_bytes)]
     ph = [struct.pack("<IIQQQQQQ", 4, 0, PAGE, 0, 0, len(note), len(note), 0)]
@@ -86,7 +87,7 @@ def write_x86_core(path: str, mem_bytes: int) -> None:
     with open(path, "wb") as f:
         hdr = eh + b"".join(ph)
         f.write(hdr + bytes(PAGE - len(hdr)) + note + bytes(PAGE - len(note)))
-        for page in corpus_pages(mem_bytes // PAGE):
+        for page in corpus_pages(mem_bytes // PAGE, zero_percent):
             f.write(page)
 
 
@@ -228,16 +229,18 @@ def main() -> int:
     ap.add_argument("--throttle-mibs", type=int, default=0,
                     help="loop target: cap its writes at this many MiB/s")
     ap.add_argument("--algos", default="none,zlib,zstd,snappy")
+    ap.add_argument("--zero-percent", type=int, default=25,
+                    help="share of zero pages in the generated memory (default 25)")
     ap.add_argument("--no-makedumpfile", action="store_true")
     args = ap.parse_args()
     if args.throttle_mibs and args.target != "loop":
         ap.error("--throttle-mibs needs --target loop")
     work = args.workdir or tempfile.mkdtemp(prefix="bench_compress.")
     os.makedirs(work, exist_ok=True)
-    vmcore = os.path.join(work, "x86.elf")
+    vmcore = os.path.join(work, f"x86-z{args.zero_percent}.elf")
     mem = args.size_mib * MIB
     if not os.path.exists(vmcore) or os.path.getsize(vmcore) != mem + 2 * PAGE:
-        write_x86_core(vmcore, mem)
+        write_x86_core(vmcore, mem, args.zero_percent)
     part_size = mem + 80 * MIB
     target = (LoopTarget(work, part_size, args.throttle_mibs) if args.target == "loop"
               else FileTarget(work, part_size))
@@ -272,7 +275,8 @@ def main() -> int:
     finally:
         target.close()
 
-    print(f"input: x86_64 core, {args.size_mib} MiB memory (real /usr file bytes, 1/4 zero pages), "
+    print(f"input: x86_64 core, {args.size_mib} MiB memory (real /usr file bytes, "
+          f"{args.zero_percent}% zero pages), "
           f"{args.runs} interleaved runs, {os.cpu_count()} CPUs")
     print(f"target: {target.description}")
     print(f"{'command':40} {'median s':>9} {'min':>7} {'max':>7} {'MiB/s':>7} {'out MiB':>8} {'ratio':>6}")

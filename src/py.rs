@@ -37,17 +37,20 @@ struct CopyResult {
     direct: bool,
     #[pyo3(get)]
     io_engine: &'static str,
+    #[pyo3(get)]
+    read_mode: &'static str,
 }
 
 #[pymethods]
 impl CopyResult {
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
-            "CopyResult(bytes_copied={}, digests=<{} digests>, direct={}, io_engine={:?})",
+            "CopyResult(bytes_copied={}, digests=<{} digests>, direct={}, io_engine={:?}, read_mode={:?})",
             self.bytes_copied,
             self.digests.bind(py).len(),
             if self.direct { "True" } else { "False" },
-            self.io_engine
+            self.io_engine,
+            self.read_mode
         )
     }
 }
@@ -104,7 +107,7 @@ fn make_callback<'a>(
 #[pyfunction]
 #[pyo3(signature = (src_fd, dst_fd, ranges, *, direct = None, buffer_size = 4 << 20,
                     queue_depth = 4, block_size = 512, digest = false, sync = true,
-                    progress = None, io_engine = "threads"))]
+                    progress = None, io_engine = "threads", mmap = false))]
 #[allow(clippy::too_many_arguments)]
 fn copy_ranges(
     py: Python<'_>,
@@ -119,6 +122,7 @@ fn copy_ranges(
     sync: bool,
     progress: Option<Bound<'_, PyAny>>,
     io_engine: &str,
+    mmap: bool,
 ) -> PyResult<CopyResult> {
     let opts = CopyOptions {
         direct,
@@ -128,6 +132,7 @@ fn copy_ranges(
         digest,
         sync,
         io_engine: IoEngine::parse(io_engine).map_err(PyValueError::new_err)?,
+        mmap,
     };
     let progress = progress.filter(|p| !p.is_none()).map(Bound::unbind);
     let mut pending: Option<PyErr> = None;
@@ -146,6 +151,7 @@ fn copy_ranges(
                 digests: digests.unbind(),
                 direct: r.direct,
                 io_engine: r.io_engine.as_str(),
+                read_mode: r.read_mode,
             })
         }
         Err(e) => Err(map_err(py, e, pending)),

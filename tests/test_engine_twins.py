@@ -79,10 +79,11 @@ def run_copy(eng, ranges, base=BASE, **kw):
 @given(ranges=layouts(), bs=st.sampled_from([512, 4096]),
        buffer_size=st.sampled_from([4096, 8192, 65536, 4 << 20]),
        queue_depth=st.integers(1, 5), direct=st.sampled_from([None, False]),
-       digest=st.booleans(), io_engine=st.sampled_from(["threads", "aio"]))
-def test_twins_identical_on_files(ranges, bs, buffer_size, queue_depth, direct, digest, io_engine):
+       digest=st.booleans(), io_engine=st.sampled_from(["threads", "aio"]), mmap=st.booleans())
+def test_twins_identical_on_files(ranges, bs, buffer_size, queue_depth, direct, digest, io_engine,
+                                  mmap):
     kw = dict(block_size=bs, buffer_size=buffer_size, queue_depth=queue_depth, digest=digest,
-              io_engine=io_engine)
+              io_engine=io_engine, mmap=mmap)
     r1, b1 = run_copy(RUST, ranges, direct=direct, **kw)
     r2, b2 = run_copy(PY, ranges, direct=direct, **kw)
     want = model(ranges)
@@ -92,7 +93,10 @@ def test_twins_identical_on_files(ranges, bs, buffer_size, queue_depth, direct, 
     # AIO only when asked for and where it applies (direct writes, no digests)
     assert r1.io_engine == ("aio" if r1.direct and not digest and io_engine == "aio"
                             else "threads")
-    assert r2.io_engine == "sequential"
+    assert r2.io_engine == "sequential" and r2.read_mode == "pread"
+    # mappings only where asked for and where they apply (threads, no digests)
+    if not mmap or digest or r1.io_engine == "aio":
+        assert r1.read_mode == "pread"
     assert r1.bytes_copied == r2.bytes_copied == sum(n for _, _, n in ranges)
     assert r2.direct is False
     if direct is False:
@@ -279,9 +283,9 @@ LOOP_BASE = _bytes(DST_SIZE, 3)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ranges=layouts(), bs=st.sampled_from([512, 4096]),
        buffer_size=st.sampled_from([4096, 16384, 1 << 20]), queue_depth=st.integers(1, 4),
-       digest=st.booleans(), io_engine=st.sampled_from(["aio", "threads"]))
+       digest=st.booleans(), io_engine=st.sampled_from(["aio", "threads"]), mmap=st.booleans())
 def test_twins_identical_on_4k_loop_device_direct(loopdev, ranges, bs, buffer_size, queue_depth,
-                                                  digest, io_engine):
+                                                  digest, io_engine, mmap):
     results = []
     for eng in (RUST, PY):
         _fill(loopdev, LOOP_BASE)
@@ -290,7 +294,7 @@ def test_twins_identical_on_4k_loop_device_direct(loopdev, ranges, bs, buffer_si
             try:
                 r = eng.copy_ranges(s.fileno(), fd, ranges, direct=True, block_size=bs,
                                     buffer_size=buffer_size, queue_depth=queue_depth,
-                                    digest=digest, io_engine=io_engine)
+                                    digest=digest, io_engine=io_engine, mmap=mmap)
             finally:
                 os.close(fd)
         results.append((r, _read_device(loopdev, DST_SIZE)))
@@ -320,3 +324,37 @@ def test_direct_auto_on_loop_device_and_edges_shared(loopdev):
     assert r.direct is True
     assert _read_device(loopdev, DST_SIZE) == model(ranges, base=LOOP_BASE)
     assert r.digests == model_digests(ranges)
+
+
+@pytest.mark.root
+def test_mmap_writes_straight_from_a_file_mapping(loopdev):
+    # page-aligned source chunks, direct writes: the O_DIRECT writes go straight from the
+    # mapping of the (regular) source file; the bytes are those of the Python twin
+    ranges = [(0, 0, 32768), (40960, 49152, 16384 + 100)]
+    got = []
+    for eng, kw in ((RUST, {"mmap": True}), (RUST, {}), (PY, {"mmap": True})):
+        _fill(loopdev, LOOP_BASE)
+        with tmpfile_with(SRC) as s:
+            fd = os.open(loopdev, os.O_RDWR | os.O_EXCL)
+            try:
+                r = eng.copy_ranges(s.fileno(), fd, ranges, block_size=4096, buffer_size=8192, **kw)
+            finally:
+                os.close(fd)
+        got.append((r.read_mode, _read_device(loopdev, DST_SIZE)))
+    assert [m for m, _ in got] == ["mmap-direct", "pread", "pread"]
+    assert got[0][1] == got[1][1] == got[2][1] == model(ranges, base=LOOP_BASE)
+
+
+def test_mmap_of_an_unmappable_source_falls_back_to_pread(tmp_path):
+    # A pipe cannot be mapped: the engine goes back to pread, which a pipe refuses with
+    # ESPIPE; that read error (not a mapping error, not a crash) is what the caller sees.
+    r_fd, w_fd = os.pipe()
+    try:
+        os.write(w_fd, _bytes(8192, 9))
+        with open(tmp_path / "out", "wb") as f, pytest.raises(EngineIOError) as ei:
+            RUST.copy_ranges(r_fd, f.fileno(), [(0, 0, 8192)], mmap=True, buffer_size=8192,
+                             queue_depth=1)
+    finally:
+        os.close(r_fd)
+        os.close(w_fd)
+    assert ei.value.errno == errno.ESPIPE and ei.value.op == "read"

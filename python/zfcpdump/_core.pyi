@@ -31,6 +31,10 @@ class CopyResult:
     @property
     def io_engine(self) -> str:
         """What kept the writes in flight: ``"threads"`` or ``"aio"``."""
+    @property
+    def read_mode(self) -> str:
+        """How the source was read: ``"pread"``, ``"mmap"`` (through mmap windows) or
+        ``"mmap-direct"`` (chunks written with O_DIRECT straight from the mapping)."""
 
 def copy_ranges(
     src_fd: int,
@@ -45,6 +49,7 @@ def copy_ranges(
     sync: bool = True,
     progress: Optional[Callable[[int], object]] = None,
     io_engine: str = "threads",
+    mmap: bool = False,
 ) -> CopyResult:
     """Copy ``length`` bytes from ``src_fd`` at ``src_offset`` to ``dst_fd`` at
     ``dst_offset`` for each ``(src_offset, dst_offset, length)``; ranges are read in list
@@ -63,6 +68,14 @@ def copy_ranges(
       (threads otherwise; raises ``op="open"`` if the kernel refuses AIO).
 
     The result's ``io_engine`` says which ran.
+
+    ``mmap``: with ``"threads"`` and no ``digest``, read each chunk through a read-only
+    mmap window of the source instead of ``pread`` (performance.md §2.3). O_DIRECT
+    writes go straight from the mapping where the kernel can pin its pages (regular
+    files: no copy in user space); where it cannot (``/proc/vmcore`` maps memory with
+    ``VM_PFNMAP``: ``EFAULT``) the chunk is copied into the pool buffer first. If a
+    mapping fails, the rest is read with ``pread``. ``read_mode`` in the result says what
+    happened. The bytes written are the same in every mode.
 
     ``direct``: ``None`` = try O_DIRECT (a reopen of ``/proc/self/fd/<dst_fd>``) and fall
     back to buffered writes on ``dst_fd`` if the reopen fails or the first direct write

@@ -4,8 +4,8 @@ Same signatures and the same observable results as the Rust engine: identical by
 the destination, identical SHA-256 digests, the same :class:`EngineIOError` (with
 ``op``/``offset``/``length``/``errno``) for I/O failures. It always writes buffered
 (``direct`` is accepted and ignored; the result reports ``direct=False``) and runs
-synchronously in the calling thread, so ``queue_depth`` and ``io_engine`` are ignored
-as well (the result reports ``io_engine="sequential"``).
+synchronously in the calling thread, so ``queue_depth``, ``io_engine`` and ``mmap`` are
+ignored as well (the result reports ``io_engine="sequential"``, ``read_mode="pread"``).
 
 This module must not import ``zfcpdump._core``: the native engine imports
 :class:`EngineIOError` from here to raise it.
@@ -58,6 +58,7 @@ class CopyResult:
     digests: List[bytes] = field(default_factory=list)
     direct: bool = False
     io_engine: str = "sequential"
+    read_mode: str = "pread"
 
 
 def _fd_path(fd: int) -> Optional[str]:
@@ -132,7 +133,7 @@ def copy_ranges(src_fd: int, dst_fd: int, ranges: Sequence[Tuple[int, int, int]]
                 direct: Optional[bool] = None, buffer_size: int = 4 << 20, queue_depth: int = 4,
                 block_size: int = 512, digest: bool = False, sync: bool = True,
                 progress: Optional[Callable[[int], None]] = None,
-                io_engine: str = "threads") -> CopyResult:
+                io_engine: str = "threads", mmap: bool = False) -> CopyResult:
     """Copy ``length`` bytes from ``src_fd`` at ``src_offset`` to ``dst_fd`` at
     ``dst_offset`` for each ``(src_offset, dst_offset, length)`` in list order."""
     if block_size <= 0 or block_size & (block_size - 1):

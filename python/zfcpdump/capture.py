@@ -85,6 +85,7 @@ class CaptureOptions:
     buffer_size: int = 4 << 20
     queue_depth: int = 4
     io_engine: str = "threads"  # rust engine: "threads" or "aio" (see _core.pyi)
+    mmap: bool = False  # rust engine: read through mmap windows, HSA ranges excepted
     progress_interval_s: float = 10.0
     block_size: Optional[int] = None  # image files: override the detected block size
     meta_path: Optional[str] = None
@@ -320,6 +321,8 @@ class Capture:
                     src_fd, disk_fd, ranges, direct=o.direct, buffer_size=o.buffer_size,
                     queue_depth=o.queue_depth, block_size=part.block_size,
                     io_engine=o.io_engine,
+                    # HSA pages are not mapped by the kernel (performance.md §2.1)
+                    mmap=o.mmap and group is rest,
                     digest=o.verify, sync=True,
                     progress=lambda n, s=start_done: progress.update(s + n),
                 )

@@ -31,6 +31,7 @@ use std::time::Duration;
 use super::aio::Aio;
 use super::device::{fdatasync, logical_block_size, open_direct, pread_full, pwrite_all, Pool};
 use super::error::{CopyError, EngineError, Op};
+use super::source_map::{Chunk as MapChunk, MapSource};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use sha2::{Digest, Sha256};
 
@@ -50,6 +51,8 @@ pub struct CopyOptions {
     pub sync: bool,
     /// How direct writes without digests are kept in flight.
     pub io_engine: IoEngine,
+    /// Read the source through mmap windows (threads, no digests; see `source_map`).
+    pub mmap: bool,
 }
 
 /// How `queue_depth` writes are kept in flight. Threads are the default: native AIO
@@ -93,6 +96,7 @@ impl Default for CopyOptions {
             digest: false,
             sync: true,
             io_engine: IoEngine::Threads,
+            mmap: false,
         }
     }
 }
@@ -104,6 +108,9 @@ pub struct CopyResult {
     pub direct: bool,
     /// what kept the writes in flight: `Aio` or `Threads`
     pub io_engine: IoEngine,
+    /// how the source was read: "pread", "mmap" (through mappings) or "mmap-direct"
+    /// (at least one chunk written with O_DIRECT straight from a mapping)
+    pub read_mode: &'static str,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -181,6 +188,8 @@ pub(super) struct Pipe<'a> {
     digest: bool,
     pub(super) bufsize: usize,
     writers: usize,
+    /// read chunks through mmap windows (parallel workers only)
+    map: Option<&'a MapSource>,
 }
 
 /// One piece of work, in range order: a partial edge block (kept aside and written
@@ -484,11 +493,27 @@ impl Pipe<'_> {
                 Piece::Chunk { src, dst, len } => {
                     // SAFETY: worker `buf` is the only user of pool buffer `buf`.
                     let slice = unsafe { pool.buf_mut(buf, len) };
-                    if let Err(e) = pread_full(self.src_fd, slice, src) {
-                        sh.fail_at(seq, e.into());
-                        break;
-                    }
-                    match pwrite_all(fd, report_fd, slice, dst) {
+                    let mapped = match self.map {
+                        Some(m) => {
+                            let direct = self.align.is_some();
+                            let mut write = |d: &[u8]| pwrite_all(fd, report_fd, d, dst);
+                            m.chunk(self.src_fd, src, slice, direct, &mut write)
+                        }
+                        None => Ok(MapChunk::NotMapped),
+                    };
+                    let r = match mapped {
+                        Ok(MapChunk::Written) => Ok(()),
+                        Ok(MapChunk::InBuffer) => pwrite_all(fd, report_fd, slice, dst),
+                        Ok(MapChunk::NotMapped) => match pread_full(self.src_fd, slice, src) {
+                            Ok(()) => pwrite_all(fd, report_fd, slice, dst),
+                            Err(e) => {
+                                sh.fail_at(seq, e.into());
+                                break;
+                            }
+                        },
+                        Err(e) => Err(e),
+                    };
+                    match r {
                         Ok(()) => {
                             sh.done.fetch_add(len as u64, Ordering::Relaxed);
                         }
@@ -640,6 +665,7 @@ pub fn copy_ranges(
     // still in flight before the buffers go away.
     let mut aio: Option<Aio> = None;
     let mut used_aio;
+    let map = MapSource::new();
     let mut reported = 0u64;
     let out = loop {
         used_aio = direct_fd.is_some() && !opts.digest && opts.io_engine == IoEngine::Aio;
@@ -664,6 +690,7 @@ pub fn copy_ranges(
             digest: opts.digest,
             bufsize,
             writers: opts.queue_depth,
+            map: (opts.mmap && !opts.digest && !used_aio).then_some(&map),
         };
         let ctx = if used_aio { aio.as_mut() } else { None };
         match pipe.run(&pool, ctx, progress, &mut reported) {
@@ -693,6 +720,7 @@ pub fn copy_ranges(
         } else {
             IoEngine::Threads
         },
+        read_mode: map.read_mode(),
     })
 }
 
@@ -721,6 +749,7 @@ pub fn read_digests(
         digest: true,
         bufsize,
         writers: 0,
+        map: None,
     };
     let mut reported = 0;
     let out = pipe.run(&pool, None, progress, &mut reported)?;
@@ -805,14 +834,17 @@ mod tests {
                 (None, 4096),
                 (Some(true), 4096),
             ] {
-                for (buffer_size, qd, digest, io_engine) in [
-                    (4096, 1, true, IoEngine::Threads),
-                    (8192, 3, true, IoEngine::Aio),
-                    (1 << 20, 4, true, IoEngine::Threads),
-                    (4096, 1, false, IoEngine::Aio),
-                    (8192, 3, false, IoEngine::Aio),
-                    (8192, 3, false, IoEngine::Threads),
-                    (1 << 20, 4, false, IoEngine::Threads),
+                for (buffer_size, qd, digest, io_engine, mmap) in [
+                    (4096, 1, true, IoEngine::Threads, false),
+                    (8192, 3, true, IoEngine::Aio, true),
+                    (1 << 20, 4, true, IoEngine::Threads, false),
+                    (4096, 1, false, IoEngine::Aio, false),
+                    (8192, 3, false, IoEngine::Aio, false),
+                    (8192, 3, false, IoEngine::Threads, false),
+                    (1 << 20, 4, false, IoEngine::Threads, false),
+                    (4096, 1, false, IoEngine::Threads, true),
+                    (8192, 3, false, IoEngine::Threads, true),
+                    (1 << 20, 4, false, IoEngine::Threads, true),
                 ] {
                     let mut dst = file_with(&base);
                     let srcf = file_with(&src);
@@ -824,6 +856,7 @@ mod tests {
                         digest,
                         sync: true,
                         io_engine,
+                        mmap,
                     };
                     let mut last = 0;
                     let mut cb = |n: u64| {
@@ -860,6 +893,14 @@ mod tests {
                     // asked for
                     let aio = r.direct && !digest && io_engine == IoEngine::Aio;
                     assert_eq!(r.io_engine == IoEngine::Aio, aio, "{io_engine:?}");
+                    // mappings only where asked for and where they apply (threads, no
+                    // digests); the bytes above are the same either way
+                    if !mmap || digest || aio {
+                        assert_eq!(r.read_mode, "pread");
+                    }
+                    if r.read_mode == "mmap-direct" {
+                        assert!(r.direct);
+                    }
                 }
             }
         }

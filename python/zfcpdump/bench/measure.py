@@ -96,6 +96,8 @@ def _worker(spec: dict) -> None:
                 "--buffer-size", str(spec["buffer_size"]), "--queue-depth", str(spec["queue_depth"]),
                 "--progress-interval", "1e9", "--zcore-dir", "/nonexistent/zfcpdump-bench",
                 "--direct", spec.get("direct", "auto"), "--io-engine", spec.get("io_engine", "threads")]
+        if spec.get("mmap"):
+            argv.append("--mmap")
         if spec.get("block_size"):
             argv += ["--block-size", str(spec["block_size"])]
         argv.append(spec["disk"])
@@ -122,7 +124,8 @@ def _worker(spec: dict) -> None:
                                   direct=direct, buffer_size=spec["buffer_size"],
                                   queue_depth=spec["queue_depth"], block_size=spec["block_size"],
                                   digest=False, sync=True,
-                                  io_engine=spec.get("io_engine", "threads"))
+                                  io_engine=spec.get("io_engine", "threads"),
+                                  mmap=bool(spec.get("mmap")))
             t = time.perf_counter() - t0
             assert res.bytes_copied == spec["length"], res.bytes_copied
         finally:
@@ -152,15 +155,18 @@ def capture_methods(vmcore: str, vmcore_size: int, target: Target, *, buffer_siz
     n_dio = n // target.block_size * target.block_size
     area, off = target.area, target.offset
     ms: list[Method] = []
-    # the rust engine twice: its default (threads) and with native AIO, so that the
-    # choice of default stays measured
+    # the rust engine three times: its default (threads, pread), with native AIO and with
+    # mmap reads, so that the choice of default stays measured
     variants = [(eng, io) for eng in engines
-                for io in (("threads", "aio") if eng == "rust" else ("threads",))]
+                for io in (("threads", "aio", "mmap") if eng == "rust" else ("threads",))]
     for eng, io in variants:
+        mmap = io == "mmap"
+        if mmap:
+            io = "threads"
         if target.prepared:
             spec = {"op": "dump", "engine": eng, "vmcore": vmcore, "disk": target.disk,
                     "buffer_size": buffer_size, "queue_depth": queue_depth, "direct": direct,
-                    "io_engine": io}
+                    "io_engine": io, "mmap": mmap}
             if target.kind == "image":
                 spec["block_size"] = target.block_size
             label = f"zfcpdump dump --engine {eng}"
@@ -168,12 +174,15 @@ def capture_methods(vmcore: str, vmcore_size: int, target: Target, *, buffer_siz
             spec = {"op": "copy", "engine": eng, "src": vmcore, "dst": area, "src_off": 0,
                     "dst_off": off, "length": n, "buffer_size": buffer_size,
                     "queue_depth": queue_depth, "block_size": target.block_size, "direct": direct,
-                    "io_engine": io}
+                    "io_engine": io, "mmap": mmap}
             label = f"engine {eng} copy_ranges (capture I/O, no metadata)"
         name = f"capture-{eng}"
         if io != "threads":
             name += f"-{io}"
             label += f" --io-engine {io}"
+        if mmap:
+            name += "-mmap"
+            label += " --mmap"
         ms.append(Method(name, label,
                          lambda s=spec: run_child_rusage(_worker_cmd(s), timed_json=True), n))
     seek = [f"seek={off}", "oflag=seek_bytes"] if off else []

@@ -61,6 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "threads each reading and writing) or aio (one thread, Linux native "
                    "AIO, writes reach the disk in order; O_DIRECT without --verify only; "
                    "compare both on your disk with `zfcpdump bench`)")
+    p.add_argument("--mmap", action="store_true",
+                   help="rust engine: read the vmcore through mmap windows instead of "
+                   "read() (HSA ranges excepted; falls back to read() if mapping fails); "
+                   "O_DIRECT writes then go straight from the mapping where the kernel "
+                   "allows it (files), else through one copy (/proc/vmcore)")
     p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
                    help="seconds between progress lines (default 10, as zfcpdump)")
     p.add_argument("--block-size", type=int, choices=[512, 4096],
@@ -137,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         release_hsa=not args.no_release_hsa, verify=args.verify or bool(args.meta),
         direct={"auto": None, "on": True, "off": False}[args.direct],
         buffer_size=_buffer_size(args.buffer_size, kernel_mode), queue_depth=args.queue_depth,
-        io_engine=args.io_engine, progress_interval_s=args.progress_interval, block_size=args.block_size,
+        io_engine=args.io_engine, mmap=args.mmap, progress_interval_s=args.progress_interval, block_size=args.block_size,
         meta_path=args.meta,
         live_bar=not kernel_mode,  # the dump kernel's console shows only the 10 s lines
         hold_signals_after_commit=True,
