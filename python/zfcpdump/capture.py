@@ -102,6 +102,7 @@ class CaptureResult:
     digest: Optional[str] = None  # SHA-256 of the dump as written (with --verify)
     direct: bool = False
     ranges: list[CopyEntry] = field(default_factory=list)
+    read_mode: str = "pread"  # of the ranges past the HSA: "pread", "mmap", "mmap-direct"
 
 
 class Console:
@@ -309,6 +310,7 @@ class Capture:
         done = 0
         digests: list[bytes] = []
         direct_used = False
+        read_mode = "pread"
         for group in (hsa, rest):
             if group is rest and not self.hsa_released:
                 self._release_hsa()
@@ -331,6 +333,8 @@ class Capture:
             done += res.bytes_copied
             digests.extend(res.digests)
             direct_used = direct_used or res.direct
+            if group is rest:
+                read_mode = getattr(res, "read_mode", "pread")
         # Everything but page 0 is durable now (copy_ranges ended with fdatasync).
         # Page 0 makes the dump valid: it and the checksum that matches it are written
         # back to back (no signal in between), then flushed.
@@ -340,7 +344,7 @@ class Capture:
                              "\nunexpected end of file")
         self._commit(disk_fd, sb, base, head)
         progress.update(done + page0.size)
-        result = CaptureResult(part, page0.size + done, direct=direct_used)
+        result = CaptureResult(part, page0.size + done, direct=direct_used, read_mode=read_mode)
         if o.verify:
             digests.append(hashlib.sha256(head).digest())
             result.digest = self._verify(disk_fd, table, base, digests)

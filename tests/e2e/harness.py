@@ -416,7 +416,8 @@ def run(guest: Guest, workdir: Path, *, engine: str = "rust", crashkernel: str =
         disk_size: Optional[int] = None, log=print) -> RunResult:
     arch = guest.arch
     workdir.mkdir(parents=True, exist_ok=True)
-    tag = f"{engine}-{crashkernel}"
+    label = f"{engine} {extra_args}".strip()  # e.g. "rust --mmap"
+    tag = re.sub(r"[^A-Za-z0-9]+", "-", label) + f"-{crashkernel}"
     disk = workdir / f"disk-{tag}.img"
     make_disk(disk, disk_size or (mem_mib + 64) * MIB)
     nonce = secrets.token_hex(8)
@@ -459,7 +460,7 @@ def run(guest: Guest, workdir: Path, *, engine: str = "rust", crashkernel: str =
         times["dump_boot"] = times["dump_up"] - panic[0]
     if "exec" in times and "writing" in times:
         times["python_start"] = times["writing"] - times["exec"]
-    res = RunResult(engine, crashkernel, mem_mib, accel, rc, timed_out, console, console_log, disk,
+    res = RunResult(label, crashkernel, mem_mib, accel, rc, timed_out, console, console_log, disk,
                     nonce, wall, times)
     m = console.first(r"E2E: vmcore: (\d+) bytes")
     res.vmcore_bytes = int(m[1].split()[2]) if m else 0

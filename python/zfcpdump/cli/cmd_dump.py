@@ -197,10 +197,19 @@ def _guarded(work: Callable[[], None], console: Console) -> int:
 
 def _run_raw(args: argparse.Namespace, opts: CaptureOptions, console: Console) -> None:
     result = Capture(opts, console).run()
+    if opts.mmap:
+        console.out(f" reads....: {_READ_MODES.get(result.read_mode, result.read_mode)}")
     if result.digest:
         console.out(f" sha256...: {result.digest} (verified)")
         if args.meta:
             _write_meta(args.meta, args.disk, result.digest)
+
+
+_READ_MODES = {
+    "pread": "read() (mapping the vmcore failed, or not applicable)",
+    "mmap": "mmap windows, one copy (the kernel cannot pin the mapped pages for O_DIRECT)",
+    "mmap-direct": "mmap windows, O_DIRECT writes straight from the mapping",
+}
 
 
 def _write_meta(path: str, disk: str, digest: str) -> None:
@@ -223,6 +232,8 @@ def _kdump_usage(args: argparse.Namespace) -> str | None:
                 "the rust engine has zstd, zlib, snappy and none")
     if args.verify or args.meta:
         return "--verify/--meta are not supported with --compress"
+    if args.mmap:
+        return "--mmap is not supported with --compress (the compressing reader uses read())"
     if not 0 <= args.dump_level <= 31:
         return "--dump-level must be 0-31"
     if args.threads < 0:
