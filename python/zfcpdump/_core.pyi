@@ -75,7 +75,8 @@ def copy_ranges(
     files: no copy in user space); where it cannot (``/proc/vmcore`` maps memory with
     ``VM_PFNMAP``: ``EFAULT``) the chunk is copied into the pool buffer first. If a
     mapping fails, the rest is read with ``pread``. ``read_mode`` in the result says what
-    happened. The bytes written are the same in every mode.
+    happened. The bytes written are the same in every mode. The source must not shrink
+    while it is copied (a mapped file read past its end raises SIGBUS).
 
     ``direct``: ``None`` = try O_DIRECT (a reopen of ``/proc/self/fd/<dst_fd>``) and fall
     back to buffered writes on ``dst_fd`` if the reopen fails or the first direct write

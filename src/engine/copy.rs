@@ -10,8 +10,11 @@
 //! * with `digest`: one **reader** walks the ranges in list order and fills buffers,
 //!   `queue_depth` **writers** write them, and one **hasher** hashes them in read order;
 //! * without `digest`: `queue_depth` **workers** each take the next chunk, `pread` it
-//!   into their own buffer and write it, so that the copy out of the source (the part
-//!   that costs CPU: /proc/vmcore is memory) runs on several cores too.
+//!   into their own buffer (or take it through an mmap window: `source_map`, `--mmap`)
+//!   and write it, so that the copy out of the source (the part that costs CPU:
+//!   /proc/vmcore is memory) runs on several cores too;
+//! * with `IoEngine::Aio` (direct writes, no digest): one thread reads and queues the
+//!   writes with native AIO instead (`copy_aio`).
 //!
 //! A buffer goes back to the free pool when its last consumer (writer and/or hasher) is
 //! done with it. No allocation per chunk, no user-space copy besides the kernel's.
