@@ -107,9 +107,12 @@ def test_crashed_guest_dumps_itself(guest, workdir, report, engine, extra):
             assert any(s == line for _, s in c.lines), f"no {line!r} on the console {where}"
         assert not c.all(r"^ERROR: |Traceback"), where
         if extra == "--mmap":
-            # /proc/vmcore is mapped, and its VM_PFNMAP pages cannot be pinned for
-            # O_DIRECT: one copy out of the mapping (performance.md §2.2)
-            assert c.first(r"^ reads\.\.\.\.: mmap windows, one copy"), where
+            # /proc/vmcore was read through mappings (how the writes left them: straight
+            # or, for VM_PFNMAP memory that cannot be pinned, after one copy, is the
+            # kernel's business, performance.md §2.2; the line goes to the report)
+            reads = c.first(r"^ reads\.\.\.\.: mmap windows")
+            assert reads, where
+            report.append(f"  {engine} {extra}: {reads[1].strip()}")
         total = round(res.vmcore_bytes / (1 << 20))
         progress = [s for _, s in c.all(r"^ +\d+ of \d+ MB ")]
         assert progress and re.match(rf"^ +0 of {total} MB +0\.0% +0 MB/s unknown ETA$",

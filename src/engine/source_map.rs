@@ -88,11 +88,17 @@ impl MapSource {
         }
     }
 
-    /// "mmap-direct", "mmap" or "pread": how the chunks were read.
+    /// How most chunks were read: "mmap-direct" (O_DIRECT from the mapping, never
+    /// refused), "mmap" (through mappings; after an EFAULT, copied out of them) or
+    /// "pread". Parallel workers may write a few chunks from a mapping before another
+    /// one meets the EFAULT (on /proc/vmcore the notes, in vmalloc memory, can be
+    /// pinned; the memory ranges cannot): an EFAULT seen means "mmap".
     pub(super) fn read_mode(&self) -> &'static str {
-        if self.direct_from_map.load(Ordering::Relaxed) > 0 {
+        let direct = self.direct_from_map.load(Ordering::Relaxed);
+        let via = self.via_map.load(Ordering::Relaxed);
+        if direct > 0 && self.from_mapping.load(Ordering::Relaxed) {
             "mmap-direct"
-        } else if self.via_map.load(Ordering::Relaxed) > 0 {
+        } else if direct + via > 0 {
             "mmap"
         } else {
             "pread"
