@@ -311,6 +311,18 @@ def test_lzo_with_the_rust_engine_is_a_usage_error(tmp_path, make_vmcore, capsys
 
 
 # ---- refusals and failures --------------------------------------------------------
+def test_mmap_with_compress_is_a_usage_error_before_any_write(tmp_path, make_vmcore, capsys):
+    vmcore, size = make_vmcore(ranges=[(0, MIB)])
+    disk = prepared_image(tmp_path, size + MIB)
+    before = sha256_file(disk)
+    capsys.readouterr()
+    assert capture(disk, vmcore, "--compress", "zstd", "--mmap") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ERROR: --mmap is not supported with --compress (the compressing reader "
+                   "uses read())"]
+    assert sha256_file(disk) == before
+
+
 def test_lz4_is_refused_with_an_explanation(tmp_path, make_vmcore, capsys):
     vmcore, size = make_vmcore(ranges=[(0, MIB)])
     disk = prepared_image(tmp_path, size + MIB)

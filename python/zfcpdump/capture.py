@@ -334,7 +334,7 @@ class Capture:
             digests.extend(res.digests)
             direct_used = direct_used or res.direct
             if group is rest:
-                read_mode = getattr(res, "read_mode", "pread")
+                read_mode = res.read_mode
         # Everything but page 0 is durable now (copy_ranges ended with fdatasync).
         # Page 0 makes the dump valid: it and the checksum that matches it are written
         # back to back (no signal in between), then flushed.

@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
         release_hsa=not args.no_release_hsa, verify=args.verify or bool(args.meta),
         direct={"auto": None, "on": True, "off": False}[args.direct],
         buffer_size=_buffer_size(args.buffer_size, kernel_mode), queue_depth=args.queue_depth,
-        io_engine=args.io_engine, mmap=args.mmap, progress_interval_s=args.progress_interval, block_size=args.block_size,
+        io_engine=args.io_engine, mmap=args.mmap, progress_interval_s=args.progress_interval,
+        block_size=args.block_size,
         meta_path=args.meta,
         live_bar=not kernel_mode,  # the dump kernel's console shows only the 10 s lines
         hold_signals_after_commit=True,
@@ -206,8 +207,9 @@ def _run_raw(args: argparse.Namespace, opts: CaptureOptions, console: Console) -
 
 
 _READ_MODES = {
-    "pread": "read() (mapping the vmcore failed, or not applicable)",
-    "mmap": "mmap windows, one copy (the kernel cannot pin the mapped pages for O_DIRECT)",
+    "pread": "read() (mapping the vmcore failed; or python engine, --verify, --io-engine aio)",
+    "mmap": "mmap windows, one copy (O_DIRECT cannot pin /proc/vmcore's pages, or the "
+            "writes are buffered)",
     "mmap-direct": "mmap windows, O_DIRECT writes straight from the mapping",
 }
 
