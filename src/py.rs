@@ -229,7 +229,8 @@ impl KdumpResult {
                     nr_cpus = 0, big_endian, notes, vmcoreinfo = None, phys_base = 0,
                     compress = "zstd", level = 1, dump_level = 1, page_size = 4096,
                     threads = 0, direct = None, block_size = 512, batch_pages = 256,
-                    sync = true, hsa_pfn = 0, progress = None, on_hsa_read = None))]
+                    sync = true, hsa_pfn = 0, progress = None, on_hsa_read = None,
+                    mmap = false))]
 #[allow(clippy::too_many_arguments)]
 fn kdump_write(
     py: Python<'_>,
@@ -258,6 +259,7 @@ fn kdump_write(
     hsa_pfn: u64,
     progress: Option<Bound<'_, PyAny>>,
     on_hsa_read: Option<Bound<'_, PyAny>>,
+    mmap: bool,
 ) -> PyResult<KdumpResult> {
     let algo = Algo::parse(compress).map_err(PyValueError::new_err)?;
     let plan = kdump::Plan {
@@ -290,6 +292,7 @@ fn kdump_write(
         batch_pages,
         sync,
         hsa_pfn,
+        mmap,
     };
     let progress = progress.filter(|p| !p.is_none()).map(Bound::unbind);
     let on_hsa = on_hsa_read.filter(|p| !p.is_none()).map(Bound::unbind);

@@ -161,6 +161,7 @@ def kdump_write(
     hsa_pfn: int = 0,
     progress: Optional[Callable[[int], object]] = None,
     on_hsa_read: Optional[Callable[[], object]] = None,
+    mmap: bool = False,
 ) -> KdumpResult:
     """Write a kdump-compressed ("diskdump", header_version 6) dump of the memory in
     ``segments`` into ``dst_fd`` at ``base``, **except block 0**, which is returned in
@@ -179,13 +180,15 @@ def kdump_write(
     Pages are read in pfn order by one thread, compressed by ``threads`` threads (0: the
     available CPUs, never more), each page stored compressed only if that is smaller,
     and written in order by one writer with O_DIRECT where possible (``direct`` as in
-    :func:`copy_ranges`). Memory: ``(2 * threads + 4) * batch_pages * page_size`` plus
-    about 6 MiB, whatever the dump size. No write reaches ``base + limit``: a dump that
+    :func:`copy_ranges`). Memory: ``2 * min(4 * threads + 4, 32) * batch_pages *
+    page_size`` plus about 6 MiB, whatever the dump size. No write reaches ``base + limit``: a dump that
     does not fit raises ``EngineIOError(op="write", errno=ENOSPC)``; so does one whose
     fixed part (headers, bitmaps, descriptors, zero page) does not fit, before any write.
 
     ``hsa_pfn``: after every page below it has been read, ``on_hsa_read()`` is called
-    (once, on the calling thread) before any other page is read. ``progress`` gets the
+    (once, on the calling thread) before any other page is read. ``mmap``: the reader
+    copies the pages at and above ``hsa_pfn`` out of mmap windows instead of ``pread``
+    (``pread`` again once a mapping fails). ``progress`` gets the
     source bytes processed about every 100 ms. Signals and exceptions as in
     :func:`copy_ranges`. ``sync``: ``fdatasync`` at the end.
     """

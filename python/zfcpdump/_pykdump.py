@@ -95,8 +95,11 @@ def kdump_write(src_fd: int, dst_fd: int, segments: Sequence[Tuple[int, Optional
                 page_size: int = 4096, threads: int = 0, direct: Optional[bool] = None,
                 block_size: int = 512, batch_pages: int = 256, sync: bool = True,
                 hsa_pfn: int = 0, progress: Optional[Callable[[int], object]] = None,
-                on_hsa_read: Optional[Callable[[], object]] = None) -> KdumpResult:
-    """Write everything but block 0 of a kdump-compressed dump; return block 0."""
+                on_hsa_read: Optional[Callable[[], object]] = None,
+                mmap: bool = False) -> KdumpResult:
+    """Write everything but block 0 of a kdump-compressed dump; return block 0.
+    (``mmap`` is accepted for the native engine's signature and ignored: this twin
+    reads with ``pread``.)"""
     if compress not in K.FLAGS:
         page_compressor(compress, level)  # raises the right message
     comp = None if compress == "none" else page_compressor(compress, level)

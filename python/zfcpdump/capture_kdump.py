@@ -192,7 +192,7 @@ class KdumpCapture(Capture):
                 res = self.writer(
                     src_fd, disk_fd, plan.segments, base=base, limit=sb.dump_size,
                     compress=o.compress, level=1 if o.level is None else o.level,
-                    dump_level=level_applied, threads=o.threads, direct=o.direct,
+                    dump_level=level_applied, threads=o.threads, direct=o.direct, mmap=o.mmap,
                     block_size=part.block_size, hsa_pfn=-(-hsa_size // plan.page_size),
                     progress=progress.update,
                     on_hsa_read=self._release_hsa if hsa_size else None,

@@ -7,6 +7,6 @@ mod copy_aio;
 pub mod device;
 pub mod error;
 pub mod kdump;
-mod source_map;
+pub(crate) mod source_map;
 #[cfg(test)]
 pub(crate) mod testdata;

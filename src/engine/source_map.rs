@@ -55,6 +55,25 @@ impl Drop for Window {
     }
 }
 
+/// Copy source bytes [src, src + buf.len()) into `buf` through a mapping; false if
+/// the source cannot be mapped there (the caller reads it instead).
+pub(crate) fn copy_via_map(fd: RawFd, src: u64, buf: &mut [u8]) -> bool {
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as u64,
+        _ => 4096,
+    };
+    let start = src / page * page;
+    let delta = (src - start) as usize;
+    match Window::new(fd, start, delta + buf.len()) {
+        Some(w) => {
+            buf.copy_from_slice(w.bytes(delta, buf.len()));
+            true
+        }
+        None => false,
+    }
+}
+
 /// How a chunk was handled.
 pub(super) enum Chunk {
     /// already written to the destination (straight from the mapping)

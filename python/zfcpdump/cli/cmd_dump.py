@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rust engine: read the vmcore through mmap windows instead of "
                    "read() (HSA ranges excepted; falls back to read() if mapping fails); "
                    "O_DIRECT writes then go straight from the mapping where the kernel "
-                   "allows it (files), else through one copy (/proc/vmcore)")
+                   "allows it (files), else through one copy (/proc/vmcore); with "
+                   "--compress the reader copies out of the windows")
     p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
                    help="seconds between progress lines (default 10, as zfcpdump)")
     p.add_argument("--block-size", type=int, choices=[512, 4096],
@@ -234,8 +235,6 @@ def _kdump_usage(args: argparse.Namespace) -> str | None:
                 "the rust engine has zstd, zlib, snappy and none")
     if args.verify or args.meta:
         return "--verify/--meta are not supported with --compress"
-    if args.mmap:
-        return "--mmap is not supported with --compress (the compressing reader uses read())"
     if not 0 <= args.dump_level <= 31:
         return "--dump-level must be 0-31"
     if args.threads < 0:

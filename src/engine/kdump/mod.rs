@@ -213,6 +213,8 @@ pub struct KdumpOptions {
     /// pages with a pfn below this are read first and then `Event::HsaRead` is sent
     /// (0: no HSA)
     pub hsa_pfn: u64,
+    /// read the pages at and above `hsa_pfn` through mmap windows (`source_map`)
+    pub mmap: bool,
 }
 
 impl Default for KdumpOptions {
@@ -226,6 +228,7 @@ impl Default for KdumpOptions {
             batch_pages: 256,
             sync: true,
             hsa_pfn: 0,
+            mmap: false,
         }
     }
 }
@@ -364,6 +367,7 @@ pub fn write_kdump(
             threads,
             batch_pages: opts.batch_pages.max(1),
             hsa_pfn: opts.hsa_pfn,
+            mmap: opts.mmap,
         },
         &mut sink,
         cb,

@@ -34,6 +34,7 @@ use super::{Event, Layout, Run, Src};
 use crate::engine::copy::TICK;
 use crate::engine::device::pread_full;
 use crate::engine::error::CopyError;
+use crate::engine::source_map::copy_via_map;
 
 const META_BUF: usize = 1 << 20;
 const DATA_BUF: usize = 4 << 20;
@@ -54,6 +55,8 @@ pub struct Job<'a> {
     pub threads: usize,
     pub batch_pages: usize,
     pub hsa_pfn: u64,
+    /// read pages past the HSA through mmap windows, `pread` once a mapping fails
+    pub mmap: bool,
 }
 
 pub struct PipeOut {
@@ -261,6 +264,7 @@ fn reader_thread(
     };
     let (mut ri, mut pi) = (0usize, 0u64);
     let mut seq = 0u64;
+    let mut map_ok = job.mmap;
     'outer: while ri < job.runs.len() {
         if sh.stopped() {
             break;
@@ -283,7 +287,19 @@ fn reader_thread(
             }
             let dst = &mut buf[filled * ps as usize..(filled + n as usize) * ps as usize];
             let r = match &run.src {
-                Src::File(off) => pread_full(job.src_fd, dst, off + pi * ps),
+                Src::File(off) => {
+                    // HSA pages are not mapped by the kernel (performance.md §2.1)
+                    let at = off + pi * ps;
+                    let mapped = map_ok && !hsa_pending && copy_via_map(job.src_fd, at, dst);
+                    if map_ok && !hsa_pending && !mapped {
+                        map_ok = false; // mapping failed: read() from here on
+                    }
+                    if mapped {
+                        Ok(())
+                    } else {
+                        pread_full(job.src_fd, dst, at)
+                    }
+                }
                 Src::Zero => {
                     dst.fill(0);
                     Ok(())
