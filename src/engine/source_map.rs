@@ -55,14 +55,19 @@ impl Drop for Window {
     }
 }
 
+/// The page size mappings are aligned to.
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as u64,
+        _ => 4096,
+    }
+}
+
 /// Copy source bytes [src, src + buf.len()) into `buf` through a mapping; false if
 /// the source cannot be mapped there (the caller reads it instead).
 pub(crate) fn copy_via_map(fd: RawFd, src: u64, buf: &mut [u8]) -> bool {
-    // SAFETY: sysconf has no preconditions.
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        p if p > 0 => p as u64,
-        _ => 4096,
-    };
+    let page = page_size();
     let start = src / page * page;
     let delta = (src - start) as usize;
     match Window::new(fd, start, delta + buf.len()) {
@@ -96,10 +101,8 @@ pub(super) struct MapSource {
 
 impl MapSource {
     pub(super) fn new() -> MapSource {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         MapSource {
-            page: if page > 0 { page as u64 } else { 4096 },
+            page: page_size(),
             usable: AtomicBool::new(true),
             from_mapping: AtomicBool::new(true),
             direct_from_map: AtomicU64::new(0),
