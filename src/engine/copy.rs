@@ -179,6 +179,16 @@ impl Shared {
 /// Marker error: a direct write gave EINVAL in auto mode: redo the copy buffered.
 pub(super) const DIRECT_EINVAL: &str = "\0direct-einval";
 
+/// What a failed write means for the copy: with `auto_direct`, EINVAL says O_DIRECT
+/// does not work here (redo buffered); anything else is the error to report.
+pub(super) fn write_failed(e: EngineError, auto_direct: bool) -> CopyError {
+    if auto_direct && e.errno == libc::EINVAL {
+        CopyError::Invalid(DIRECT_EINVAL.into())
+    } else {
+        e.into()
+    }
+}
+
 pub(super) struct Pipe<'a> {
     pub(super) src_fd: RawFd,
     pub(super) ranges: &'a [Range3],
@@ -496,39 +506,44 @@ impl Pipe<'_> {
                 Piece::Chunk { src, dst, len } => {
                     // SAFETY: worker `buf` is the only user of pool buffer `buf`.
                     let slice = unsafe { pool.buf_mut(buf, len) };
-                    let mapped = match self.map {
-                        Some(m) => {
-                            let direct = self.align.is_some();
-                            let mut write = |d: &[u8]| pwrite_all(fd, report_fd, d, dst);
-                            m.chunk(self.src_fd, src, slice, direct, &mut write)
-                        }
-                        None => Ok(MapChunk::NotMapped),
-                    };
-                    let r = match mapped {
-                        Ok(MapChunk::Written) => Ok(()),
-                        Ok(MapChunk::InBuffer) => pwrite_all(fd, report_fd, slice, dst),
-                        Ok(MapChunk::NotMapped) => match pread_full(self.src_fd, slice, src) {
-                            Ok(()) => pwrite_all(fd, report_fd, slice, dst),
-                            Err(e) => {
-                                sh.fail_at(seq, e.into());
-                                break;
-                            }
-                        },
-                        Err(e) => Err(e),
-                    };
-                    match r {
+                    match self.copy_chunk(slice, src, dst, fd, report_fd) {
                         Ok(()) => {
                             sh.done.fetch_add(len as u64, Ordering::Relaxed);
                         }
-                        Err(e) if self.auto_direct && e.errno == libc::EINVAL => {
-                            sh.fail_at(seq, CopyError::Invalid(DIRECT_EINVAL.into()));
-                        }
-                        Err(e) => sh.fail_at(seq, e.into()),
+                        Err(e) => sh.fail_at(seq, e), // stops the loop
                     }
                 }
                 Piece::RangeEnd => {}
             }
         }
+    }
+}
+
+impl Pipe<'_> {
+    /// One chunk, source [src, src + buf.len()) to `dst`: through an mmap window
+    /// (written straight from it, or copied into `buf` first) or `pread` into `buf`.
+    fn copy_chunk(
+        &self,
+        buf: &mut [u8],
+        src: u64,
+        dst: u64,
+        fd: RawFd,
+        report_fd: RawFd,
+    ) -> Result<(), CopyError> {
+        let mut write = |d: &[u8]| pwrite_all(fd, report_fd, d, dst);
+        let how = match self.map {
+            Some(m) => m.chunk(self.src_fd, src, buf, self.align.is_some(), &mut write),
+            None => Ok(MapChunk::NotMapped),
+        };
+        let written = match how.map_err(|e| write_failed(e, self.auto_direct))? {
+            MapChunk::Written => Ok(()),
+            MapChunk::InBuffer => write(buf),
+            MapChunk::NotMapped => {
+                pread_full(self.src_fd, buf, src)?;
+                write(buf)
+            }
+        };
+        written.map_err(|e| write_failed(e, self.auto_direct))
     }
 }
 
@@ -557,13 +572,7 @@ fn writer_thread(
                 Ok(()) => {
                     sh.done.fetch_add(job.len as u64, Ordering::Relaxed);
                 }
-                Err(e) => {
-                    if einval_fallback && e.errno == libc::EINVAL {
-                        sh.fail(CopyError::Invalid(DIRECT_EINVAL.into()));
-                    } else {
-                        sh.fail(e.into());
-                    }
-                }
+                Err(e) => sh.fail(write_failed(e, einval_fallback)),
             }
         }
         sh.release(job.buf, &free);

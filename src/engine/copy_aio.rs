@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 
 use super::aio::{Aio, Completion};
-use super::copy::{read_edge, Cursor, Edge, Piece, Pipe, Shared, DIRECT_EINVAL};
+use super::copy::{read_edge, write_failed, Cursor, Edge, Piece, Pipe, Shared};
 use super::device::{pread_full, Pool};
 use super::error::{CopyError, EngineError, Op};
 
@@ -48,11 +48,8 @@ impl Loop<'_> {
     }
 
     fn write_error(&self, off: u64, len: usize, errno: i32) -> CopyError {
-        if self.auto_direct && errno == libc::EINVAL {
-            CopyError::Invalid(DIRECT_EINVAL.into())
-        } else {
-            EngineError::new(Op::Write, self.report_fd, off, len as u64, errno).into()
-        }
+        let e = EngineError::new(Op::Write, self.report_fd, off, len as u64, errno);
+        write_failed(e, self.auto_direct)
     }
 
     /// Wait for completions; free finished buffers, requeue short writes, record errors.
