@@ -235,17 +235,26 @@ class Capture:
             self.hsa_released = True  # nothing to release
         base = part.start + sb.dump_offset
         progress = self._start_writing(vmcore_size)
+        with self._dump_in_progress(disk_fd, sb, base):
+            result = self._copy(src_fd, disk_fd, table, base, part, progress, sb)
+        progress.finish()
+        result.ranges = table
+        return result
+
+    @contextlib.contextmanager
+    def _dump_in_progress(self, disk_fd: int, sb: Superblock, base: int):
+        """The protocol around every capture's writes: the busy marker first; the body
+        writes the dump and commits its first block (`_commit`); any failure or signal
+        until the body has ended makes the dump invalid again and the checksum match
+        (`_undo_after_failure`), then goes on up."""
         try:
             self._write_busy(disk_fd, sb, base)
-            result = self._copy(src_fd, disk_fd, table, base, part, progress, sb)
+            yield
             self._committed()
         except BaseException:
             with signals_deferred():
                 self._undo_after_failure(disk_fd, sb, base)
             raise
-        progress.finish()
-        result.ranges = table
-        return result
 
     def _start_writing(self, total: int) -> Progress:
         """`Writing dump:` and the first progress line (0 of `total` bytes)."""

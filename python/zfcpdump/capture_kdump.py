@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 
 from . import engine as engines
 from .capture import (Capture, CaptureOptions, CaptureResult, Console, copy_table,
-                      read_hsa_size, signals_deferred)
+                      read_hsa_size)
 from .errors import DiskRefused, DumpFailed
 from .formats import elf_notes as N
 from .formats import kdump_layout as K
@@ -186,8 +186,7 @@ class KdumpCapture(Capture):
         base = part.start + sb.dump_offset
         progress = self._start_writing(mem_bytes)
         start = time.monotonic()
-        try:
-            self._write_busy(disk_fd, sb, base)
+        with self._dump_in_progress(disk_fd, sb, base):
             try:
                 res = self.writer(
                     src_fd, disk_fd, plan.segments, base=base, limit=sb.dump_size,
@@ -203,11 +202,6 @@ class KdumpCapture(Capture):
             # Block 0 makes the dump valid: only after everything else is durable
             # (the writer ended with fdatasync); it and its checksum back to back.
             self._commit(disk_fd, sb, base, bytes(res.header))
-            self._committed()
-        except BaseException:
-            with signals_deferred():
-                self._undo_after_failure(disk_fd, sb, base)
-            raise
         progress.finish()
         elapsed = time.monotonic() - start
         ratio = res.file_size / mem_bytes if mem_bytes else 1.0
