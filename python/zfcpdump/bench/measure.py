@@ -155,14 +155,12 @@ def capture_methods(vmcore: str, vmcore_size: int, target: Target, *, buffer_siz
     n_dio = n // target.block_size * target.block_size
     area, off = target.area, target.offset
     ms: list[Method] = []
-    # the rust engine three times: its default (threads, pread), with native AIO and with
-    # mmap reads, so that the choice of default stays measured
-    variants = [(eng, io) for eng in engines
-                for io in (("threads", "aio", "mmap") if eng == "rust" else ("threads",))]
-    for eng, io in variants:
-        mmap = io == "mmap"
-        if mmap:
-            io = "threads"
+    # (row suffix, options, io_engine, mmap): the rust engine three times, its default,
+    # native AIO and mmap reads, so that the choice of default stays measured
+    default = ("", "", "threads", False)
+    rust = (default, ("-aio", " --io-engine aio", "aio", False), ("-mmap", " --mmap", "threads", True))
+    variants = [(eng, *v) for eng in engines for v in (rust if eng == "rust" else (default,))]
+    for eng, suffix, options, io, mmap in variants:
         if target.prepared:
             spec = {"op": "dump", "engine": eng, "vmcore": vmcore, "disk": target.disk,
                     "buffer_size": buffer_size, "queue_depth": queue_depth, "direct": direct,
@@ -176,14 +174,7 @@ def capture_methods(vmcore: str, vmcore_size: int, target: Target, *, buffer_siz
                     "queue_depth": queue_depth, "block_size": target.block_size, "direct": direct,
                     "io_engine": io, "mmap": mmap}
             label = f"engine {eng} copy_ranges (capture I/O, no metadata)"
-        name = f"capture-{eng}"
-        if io != "threads":
-            name += f"-{io}"
-            label += f" --io-engine {io}"
-        if mmap:
-            name += "-mmap"
-            label += " --mmap"
-        ms.append(Method(name, label,
+        ms.append(Method(f"capture-{eng}{suffix}", label + options,
                          lambda s=spec: run_child_rusage(_worker_cmd(s), timed_json=True), n))
     seek = [f"seek={off}", "oflag=seek_bytes"] if off else []
     dd64 = ["dd", f"if={vmcore}", f"of={area}", "bs=64k", "conv=fsync,notrunc", "status=none",
