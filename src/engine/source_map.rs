@@ -18,33 +18,47 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::error::EngineError;
 
-/// One read-only window of the source.
+/// One read-only window of the source, mapped from the page that holds `src`.
 struct Window {
     ptr: *mut libc::c_void,
+    /// mapped bytes
     len: usize,
+    /// where source byte `src` is in the mapping
+    delta: usize,
 }
 
 impl Window {
-    fn new(fd: RawFd, offset: u64, len: usize) -> Option<Window> {
+    /// The window that covers source bytes [src, src + len), or None if it cannot be
+    /// mapped.
+    fn covering(fd: RawFd, src: u64, len: usize) -> Option<Window> {
+        let page = page_size();
+        let start = src / page * page;
+        let delta = (src - start) as usize;
         // SAFETY: a new read-only private mapping; checked for failure.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
+                delta + len,
                 libc::PROT_READ,
                 libc::MAP_PRIVATE | libc::MAP_POPULATE,
                 fd,
-                offset as libc::off_t,
+                start as libc::off_t,
             )
         };
-        (p != libc::MAP_FAILED).then_some(Window { ptr: p, len })
+        (p != libc::MAP_FAILED).then_some(Window {
+            ptr: p,
+            len: delta + len,
+            delta,
+        })
     }
 
-    fn bytes(&self, from: usize, len: usize) -> &[u8] {
-        assert!(from + len <= self.len);
+    /// The source bytes asked for.
+    fn data(&self) -> &[u8] {
         // SAFETY: inside the mapping, which lives as long as `self`. The caller has
         // checked that the range lies within the source file (no SIGBUS).
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>().add(from), len) }
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.cast::<u8>().add(self.delta), self.len - self.delta)
+        }
     }
 }
 
@@ -67,12 +81,9 @@ fn page_size() -> u64 {
 /// Copy source bytes [src, src + buf.len()) into `buf` through a mapping; false if
 /// the source cannot be mapped there (the caller reads it instead).
 pub(crate) fn copy_via_map(fd: RawFd, src: u64, buf: &mut [u8]) -> bool {
-    let page = page_size();
-    let start = src / page * page;
-    let delta = (src - start) as usize;
-    match Window::new(fd, start, delta + buf.len()) {
+    match Window::covering(fd, src, buf.len()) {
         Some(w) => {
-            buf.copy_from_slice(w.bytes(delta, buf.len()));
+            buf.copy_from_slice(w.data());
             true
         }
         None => false,
@@ -91,7 +102,6 @@ pub(super) enum Chunk {
 
 /// Shared by the workers of one copy.
 pub(super) struct MapSource {
-    page: u64,
     usable: AtomicBool,
     from_mapping: AtomicBool,
     /// chunks written with O_DIRECT straight from a mapping / otherwise from one
@@ -102,7 +112,6 @@ pub(super) struct MapSource {
 impl MapSource {
     pub(super) fn new() -> MapSource {
         MapSource {
-            page: page_size(),
             usable: AtomicBool::new(true),
             from_mapping: AtomicBool::new(true),
             direct_from_map: AtomicU64::new(0),
@@ -140,16 +149,14 @@ impl MapSource {
         if !self.usable.load(Ordering::Relaxed) {
             return Ok(Chunk::NotMapped);
         }
-        let start = src / self.page * self.page;
-        let delta = (src - start) as usize;
-        let Some(w) = Window::new(fd, start, delta + buf.len()) else {
+        let Some(w) = Window::covering(fd, src, buf.len()) else {
             self.usable.store(false, Ordering::Relaxed);
             return Ok(Chunk::NotMapped);
         };
-        let data = w.bytes(delta, buf.len());
+        let data = w.data();
         // A page-aligned mapping is aligned for O_DIRECT; anything else would fail with
         // EINVAL, which the caller reads as "O_DIRECT does not work here".
-        let straight = !direct || (delta == 0 && self.from_mapping.load(Ordering::Relaxed));
+        let straight = !direct || (w.delta == 0 && self.from_mapping.load(Ordering::Relaxed));
         if straight {
             match write(data) {
                 Ok(()) => {
