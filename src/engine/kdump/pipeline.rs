@@ -290,9 +290,10 @@ fn reader_thread(
                 Src::File(off) => {
                     // HSA pages are not mapped by the kernel (performance.md §2.1)
                     let at = off + pi * ps;
-                    let mapped = map_ok && !hsa_pending && copy_via_map(job.src_fd, at, dst);
-                    if map_ok && !hsa_pending && !mapped {
-                        map_ok = false; // mapping failed: read() from here on
+                    let mut mapped = false;
+                    if map_ok && !hsa_pending {
+                        mapped = copy_via_map(job.src_fd, at, dst);
+                        map_ok = mapped; // a mapping failed: read() from here on
                     }
                     if mapped {
                         Ok(())
