@@ -12,12 +12,13 @@
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
 
 use crate::engine;
 use crate::engine::copy::{CopyOptions, IoEngine};
 use crate::engine::error::{CopyError, EngineError};
 use crate::engine::kdump::{self, compress::Algo, header::HeaderInfo, Event, KdumpOptions};
+use crate::engine::pageclass::{self, PageStruct};
 
 /// CKSM of `data` (formats.md §7).
 #[pyfunction]
@@ -230,7 +231,7 @@ impl KdumpResult {
                     compress = "zstd", level = 1, dump_level = 1, page_size = 4096,
                     threads = 0, direct = None, block_size = 512, batch_pages = 256,
                     sync = true, hsa_pfn = 0, progress = None, on_hsa_read = None,
-                    mmap = false))]
+                    mmap = false, dumpable = None))]
 #[allow(clippy::too_many_arguments)]
 fn kdump_write(
     py: Python<'_>,
@@ -260,6 +261,7 @@ fn kdump_write(
     progress: Option<Bound<'_, PyAny>>,
     on_hsa_read: Option<Bound<'_, PyAny>>,
     mmap: bool,
+    dumpable: Option<Vec<u8>>,
 ) -> PyResult<KdumpResult> {
     let algo = Algo::parse(compress).map_err(PyValueError::new_err)?;
     let plan = kdump::Plan {
@@ -282,6 +284,7 @@ fn kdump_write(
         algo,
         level,
         dump_level,
+        dumpable,
     };
     let opts = KdumpOptions {
         base,
@@ -333,6 +336,59 @@ fn kdump_write(
     }
 }
 
+/// `struct page` layout from a dict with the field names of `pageclass::PageStruct`
+/// (the Python side builds it from VMCOREINFO: `pagefilter.PageStruct.as_dict()`).
+fn page_struct(d: &Bound<'_, PyDict>) -> PyResult<PageStruct> {
+    fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
+        match d.get_item(key)? {
+            Some(v) => v.extract::<T>().map_err(Into::into),
+            None => Err(PyValueError::new_err(format!("page_struct has no {key:?}"))),
+        }
+    }
+    let ps = PageStruct {
+        size: get(d, "size")?,
+        big_endian: get(d, "big_endian")?,
+        flags: get(d, "flags")?,
+        mapping: get(d, "mapping")?,
+        mapcount: get(d, "mapcount")?,
+        private: get(d, "private")?,
+        compound_head: get(d, "compound_head")?,
+        compound_order: get(d, "compound_order")?,
+        compound_dtor: get(d, "compound_dtor")?,
+        pg_lru: get(d, "pg_lru")?,
+        pg_private: get(d, "pg_private")?,
+        pg_swapcache: get(d, "pg_swapcache")?,
+        pg_swapbacked: get(d, "pg_swapbacked")?,
+        pg_slab: get(d, "pg_slab")?,
+        pg_hwpoison: get(d, "pg_hwpoison")?,
+        pg_head_mask: get(d, "pg_head_mask")?,
+        buddy_mapcount: get(d, "buddy_mapcount")?,
+        offline_mapcount: get(d, "offline_mapcount")?,
+        hugetlb_dtor: get(d, "hugetlb_dtor")?,
+        max_order: get(d, "max_order")?,
+    };
+    ps.validate().map_err(PyValueError::new_err)?;
+    Ok(ps)
+}
+
+/// Classify the `struct page`s of one mem_map piece; see `_core.pyi`.
+#[pyfunction]
+fn exclude_pages(
+    memmap: &[u8],
+    first_pfn: u64,
+    page_struct_fields: &Bound<'_, PyDict>,
+    dump_level: u32,
+    dumpable: &Bound<'_, PyByteArray>,
+) -> PyResult<[u64; 6]> {
+    let ps = page_struct(page_struct_fields)?;
+    let mut counts = [0u64; 6];
+    // SAFETY: the GIL is held for the whole call and no Python code runs during it,
+    // so nothing else can resize or read the bytearray meanwhile.
+    let bitmap = unsafe { dumpable.as_bytes_mut() };
+    pageclass::exclude_pages(memmap, first_pfn, &ps, dump_level, bitmap, &mut counts);
+    Ok(counts)
+}
+
 /// (zlib runtime version, zstd version number) linked into the engine.
 #[pyfunction]
 fn kdump_library_versions() -> (String, u32) {
@@ -348,6 +404,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CopyResult>()?;
     m.add_function(wrap_pyfunction!(kdump_write, m)?)?;
     m.add_function(wrap_pyfunction!(kdump_library_versions, m)?)?;
+    m.add_function(wrap_pyfunction!(exclude_pages, m)?)?;
     m.add_class::<KdumpResult>()?;
     Ok(())
 }

@@ -12,7 +12,7 @@ or from ``progress``) stops the copy, all engine threads are joined, and that ex
 propagates unchanged.
 """
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __version__: str
 
@@ -162,6 +162,7 @@ def kdump_write(
     progress: Optional[Callable[[int], object]] = None,
     on_hsa_read: Optional[Callable[[], object]] = None,
     mmap: bool = False,
+    dumpable: Optional[bytes] = None,
 ) -> KdumpResult:
     """Write a kdump-compressed ("diskdump", header_version 6) dump of the memory in
     ``segments`` into ``dst_fd`` at ``base``, **except block 0**, which is returned in
@@ -191,7 +192,26 @@ def kdump_write(
     (``pread`` again once a mapping fails). ``progress`` gets the
     source bytes processed about every 100 ms. Signals and exceptions as in
     :func:`copy_ranges`. ``sync``: ``fdatasync`` at the end.
+
+    ``dumpable``: page-class filtering (``zfcpdump.pagefilter``); bit N (LSB first) set
+    if pfn N goes into the dump. The 1st bitmap stays the RAM, the 2nd becomes RAM and
+    ``dumpable``, and only those pages get descriptors and data. It must cover every RAM
+    page (``ValueError`` otherwise, before any write).
     """
+
+def exclude_pages(
+    memmap: bytes,
+    first_pfn: int,
+    page_struct: Dict[str, Any],
+    dump_level: int,
+    dumpable: bytearray,
+) -> Tuple[int, int, int, int, int, int]:
+    """Classify the ``struct page`` array ``memmap`` (pfns ``first_pfn`` on) with
+    makedumpfile's rules for ``dump_level`` and clear the excluded pages' bits in
+    ``dumpable`` (a bitmap by pfn with the RAM set; pages whose bit is clear are not
+    looked at). ``page_struct``: ``pagefilter.PageStruct.as_dict()``. Returns the pages
+    excluded per class: (free, cache, cache private, user, hwpoison, offline). Twin:
+    ``zfcpdump.pagefilter.classify.exclude_pages``."""
 
 def kdump_library_versions() -> Tuple[str, int]:
     """(zlib runtime version, ZSTD_versionNumber()) of the libraries behind the

@@ -96,10 +96,11 @@ def kdump_write(src_fd: int, dst_fd: int, segments: Sequence[Tuple[int, Optional
                 block_size: int = 512, batch_pages: int = 256, sync: bool = True,
                 hsa_pfn: int = 0, progress: Optional[Callable[[int], object]] = None,
                 on_hsa_read: Optional[Callable[[], object]] = None,
-                mmap: bool = False) -> KdumpResult:
+                mmap: bool = False, dumpable: Optional[bytes] = None) -> KdumpResult:
     """Write everything but block 0 of a kdump-compressed dump; return block 0.
     (``mmap`` is accepted for the native engine's signature and ignored: this twin
-    reads with ``pread``.)"""
+    reads with ``pread``.) ``dumpable``: page-class filtering, bit N set if pfn N goes
+    into the dump; it must cover the RAM."""
     if compress not in K.FLAGS:
         page_compressor(compress, level)  # raises the right message
     comp = None if compress == "none" else page_compressor(compress, level)
@@ -109,8 +110,14 @@ def kdump_write(src_fd: int, dst_fd: int, segments: Sequence[Tuple[int, Optional
     if vmcoreinfo is not None and vmcoreinfo[0] + vmcoreinfo[1] > len(notes):
         raise ValueError("vmcoreinfo lies outside the notes")
     exclude_zero = bool(dump_level & K.DL_EXCLUDE_ZERO)
-    runs = K.page_runs([(int(a), None if s is None else int(s), int(n)) for a, s, n in segments], ps)
-    layout = K.Layout.of(ps, len(notes), runs, exclude_zero)
+    ram = K.page_runs([(int(a), None if s is None else int(s), int(n)) for a, s, n in segments], ps)
+    runs = ram
+    if dumpable is not None:
+        need = -(-(ram[-1].pfn + ram[-1].count) // 8) if ram else 0
+        if len(dumpable) < need:
+            raise ValueError(f"the dumpable bitmap has {len(dumpable)} bytes, the RAM needs {need}")
+        runs = K.dumpable_runs(ram, dumpable, ps)
+    layout = K.Layout.of(ps, len(notes), ram, runs, exclude_zero)
     end = base + limit
     if base + layout.first_page_off > end:
         raise _err("write", dst_fd, base, layout.first_page_off, _errno.ENOSPC,
@@ -124,11 +131,10 @@ def kdump_write(src_fd: int, dst_fd: int, segments: Sequence[Tuple[int, Optional
 
     # metadata: sub header + notes, both bitmaps
     out.write(K.encode_sub_header(info, bytes(notes)), base + ps)
-    ranges = K.pfn_ranges(runs)
     half = layout.bitmap_blocks // 2 * ps
     bm_off = base + ps * (1 + layout.sub_hdr_size)
     window = 1 << 20
-    for which in range(2):
+    for which, ranges in enumerate((K.pfn_ranges(ram), K.pfn_ranges(runs))):
         at = 0
         while at < half:
             n = min(window, half - at)

@@ -17,9 +17,11 @@ checked against dump_size by the writer itself, which fails with ENOSPC *before*
 would pass the end of the dump area; that is reported as "Disk too small" and the dump
 stays invalid (busy marker in block 0).
 
-Page filtering (--dump-level, makedumpfile's bits): bit 1 (zero pages) is applied; the
-other bits (cache, user and free pages) need the crashed kernel's page structures,
-which this version does not walk, so they are reported and ignored.
+Page filtering (--dump-level, makedumpfile's bits): bit 1 (zero pages) is applied while
+writing. Bits 2, 4, 8 and 16 (cache, cache private, user and free pages) are decided
+before the first write by walking the crashed kernel's struct pages (`pagefilter`);
+where that walk is not possible (no VMCOREINFO, another architecture or kernel) a
+WARNING says why and only zero pages are excluded.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from . import engine as engines
+from . import pagefilter
 from .capture import (Capture, CaptureOptions, CaptureResult, Console, copy_table,
                       read_hsa_size)
 from .errors import DiskRefused, DumpFailed
@@ -90,6 +93,7 @@ class KdumpPlan:
     phys_base: int
     page_size: int
     has_vmcoreinfo: bool
+    fields: dict
 
     def writer_kwargs(self) -> dict:
         return dict(utsname=self.utsname, tv_sec=self.tv_sec, tv_usec=0,
@@ -135,22 +139,47 @@ def build_plan(src_fd: int, core: ElfCore, vmcore_size: int, *, now: Optional[fl
         src = chunk.source.file_offset if isinstance(chunk.source, FileSpan) else None
         segments.append((chunk.start, src, chunk.size))
     return KdumpPlan(segments, notes, vmci, utsname, tv_sec, nr_cpus, core.byteorder == "big",
-                     phys_base, page_size, bool(text))
+                     phys_base, page_size, bool(text), fields)
 
 
-def dump_level_note(dump_level: int, has_vmcoreinfo: bool) -> tuple[int, Optional[str]]:
-    """(level applied, warning or None). Only bit 1 (zero pages) is implemented."""
-    applied = dump_level & K.DL_EXCLUDE_ZERO
-    rest = dump_level & ~K.DL_EXCLUDE_ZERO & 31
-    if not rest:
-        return applied, None
-    why = ("the dump has no VMCOREINFO" if not has_vmcoreinfo else
-           "this version does not walk the kernel's page structures")
-    names = [n for bit, n in ((2, "cache"), (4, "cache private"), (8, "user"), (16, "free"))
-             if rest & bit]
-    return applied, (f"--dump-level {dump_level}: excluding {', '.join(names)} pages is not "
-                     f"possible ({why}); only zero pages are "
-                     f"{'excluded' if applied else 'kept'} (dump level {applied})")
+def class_names(dump_level: int) -> str:
+    return ", ".join(n for bit, n in ((2, "cache"), (4, "cache private"), (8, "user"),
+                                      (16, "free")) if dump_level & bit)
+
+
+def page_filter(src_fd: int, core: ElfCore, vmcore_size: int, plan: KdumpPlan,
+                dump_level: int, engine: str
+                ) -> tuple[int, Optional[pagefilter.FilterResult], Optional[str]]:
+    """(dump level applied, the walk's result or None, WARNING or None). A walk that
+    cannot be done, or fails, leaves every RAM page in the dump, never fewer."""
+    zero = dump_level & K.DL_EXCLUDE_ZERO
+    if not dump_level & pagefilter.DL_CLASSES:
+        return zero, None, None
+    try:
+        ram = K.pfn_ranges(K.page_runs(plan.segments, plan.page_size))
+        dump = read_elf(src_fd, vmcore_size)
+        res = pagefilter.filter_pages(dump.read_phys, plan.fields, arch=core.arch,
+                                      big_endian=plan.big_endian, page_size=plan.page_size,
+                                      ram=ram, dump_level=dump_level, engine=engine)
+    except pagefilter.FilterUnavailable as exc:
+        why = str(exc)
+    except (OSError, ValueError, struct.error, IndexError) as exc:
+        why = f"the page walk failed: {exc}"
+    else:
+        return dump_level & 31, res, None
+    return zero, None, (f"--dump-level {dump_level}: excluding {class_names(dump_level)} pages "
+                        f"is not possible ({why}); only zero pages are "
+                        f"{'excluded' if zero else 'kept'} (dump level {zero})")
+
+
+def filter_summary(res: pagefilter.FilterResult, page_size: int) -> str:
+    parts = [f"{n} {name}" for name, n in res.excluded.items() if n]
+    text = (f" filter...: {', '.join(parts) or 'no'} pages excluded "
+            f"({mib(res.excluded_pages * page_size)} MB), {res.sections} sections "
+            f"walked in {res.seconds:.2f} s")
+    if res.sections_skipped:
+        text += (f"; {res.sections_skipped} sections unreadable, their pages are kept")
+    return text
 
 
 class KdumpCapture(Capture):
@@ -169,12 +198,17 @@ class KdumpCapture(Capture):
         hsa_size = read_hsa_size(o.zcore_dir)
         copy_table(core, vmcore_size, hsa_size)  # the same HSA checks as the raw capture
         plan = build_plan(src_fd, core, vmcore_size)
-        level_applied, warning = dump_level_note(o.dump_level, plan.has_vmcoreinfo)
+        level_applied, filtered, warning = page_filter(src_fd, core, vmcore_size, plan,
+                                                       o.dump_level, o.engine)
         if warning:
             c.err(f"WARNING: {warning}")
+        if filtered is not None:
+            c.out(filter_summary(filtered, plan.page_size))
         exclude_zero = bool(level_applied & K.DL_EXCLUDE_ZERO)
-        runs = K.page_runs(plan.segments, plan.page_size)
-        layout = K.Layout.of(plan.page_size, len(plan.notes), runs, exclude_zero)
+        ram = K.page_runs(plan.segments, plan.page_size)
+        dumped = ram if filtered is None else K.dumpable_runs(ram, filtered.dumpable,
+                                                              plan.page_size)
+        layout = K.Layout.of(plan.page_size, len(plan.notes), ram, dumped, exclude_zero)
         if layout.first_page_off > sb.dump_size:
             raise DiskRefused(f"Disk too small: dump metadata={mib(layout.first_page_off)}MB "
                               f"(diskspace={mib(sb.dump_size)}MB)")
@@ -195,6 +229,7 @@ class KdumpCapture(Capture):
                     block_size=part.block_size, hsa_pfn=-(-hsa_size // plan.page_size),
                     progress=progress.update,
                     on_hsa_read=self._release_hsa if hsa_size else None,
+                    dumpable=None if filtered is None else filtered.dumpable,
                     **plan.writer_kwargs(),
                 )
             except engines.EngineIOError as exc:
@@ -204,8 +239,9 @@ class KdumpCapture(Capture):
             self._commit(disk_fd, sb, base, bytes(res.header))
         progress.finish()
         elapsed = time.monotonic() - start
-        ratio = res.file_size / mem_bytes if mem_bytes else 1.0
-        c.out(f" written..: {mib(res.file_size)} MB of {mib(mem_bytes)} MB memory "
+        ram_bytes = sum(r.count for r in ram) * plan.page_size
+        ratio = res.file_size / ram_bytes if ram_bytes else 1.0
+        c.out(f" written..: {mib(res.file_size)} MB of {mib(ram_bytes)} MB memory "
               f"({100 * ratio:.1f}%), {res.zero_pages} zero pages elided, "
               f"{res.compressed_pages} of {res.pages} pages compressed")
         return KdumpCaptureResult(part, vmcore_size, direct=res.direct, file_size=res.file_size,

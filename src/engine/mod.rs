@@ -7,6 +7,7 @@ mod copy_aio;
 pub mod device;
 pub mod error;
 pub mod kdump;
+pub mod pageclass;
 pub(crate) mod source_map;
 #[cfg(test)]
 pub(crate) mod testdata;

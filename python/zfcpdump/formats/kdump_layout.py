@@ -93,6 +93,23 @@ def page_runs(segments: Sequence[Tuple[int, Optional[int], int]], page_size: int
     return runs
 
 
+def dumpable_runs(runs: Sequence[Run], dumpable: bytes, page_size: int) -> list[Run]:
+    """The parts of `runs` whose bit is set in `dumpable` (a bitmap by pfn, LSB first)."""
+    out: list[Run] = []
+    for r in runs:
+        pfn, end = r.pfn, r.pfn + r.count
+        while pfn < end:
+            if not dumpable[pfn >> 3] & (1 << (pfn & 7)):
+                pfn += 1
+                continue
+            start = pfn
+            while pfn < end and dumpable[pfn >> 3] & (1 << (pfn & 7)):
+                pfn += 1
+            src = r.src + (start - r.pfn) * page_size if r.kind == "file" else r.src
+            out.append(Run(start, pfn - start, r.kind, src))
+    return out
+
+
 def pfn_ranges(runs: Sequence[Run]) -> list[tuple[int, int]]:
     out: list[list[int]] = []
     for r in runs:
@@ -115,10 +132,12 @@ class Layout:
     first_page_off: int
 
     @classmethod
-    def of(cls, page_size: int, notes_len: int, runs: Sequence[Run], exclude_zero: bool) -> "Layout":
+    def of(cls, page_size: int, notes_len: int, ram: Sequence[Run], dumped: Sequence[Run],
+           exclude_zero: bool) -> "Layout":
+        """For the RAM in `ram` of which the pages in `dumped` go into the dump."""
         ps = page_size
-        max_mapnr = runs[-1].pfn + runs[-1].count if runs else 0
-        ndesc = sum(r.count for r in runs)
+        max_mapnr = ram[-1].pfn + ram[-1].count if ram else 0
+        ndesc = sum(r.count for r in dumped)
         sub_hdr_size = -(-(SUB_HEADER_SIZE + notes_len) // ps)
         bitmap_blocks = 2 * -(-max_mapnr // (8 * ps))
         desc_off = ps * (1 + sub_hdr_size + bitmap_blocks)

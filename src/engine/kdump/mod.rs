@@ -132,6 +132,37 @@ pub fn page_runs(segments: &[Segment], page_size: u64) -> Result<Vec<Run>, Strin
     Ok(runs)
 }
 
+/// The parts of `runs` whose bit is set in `dumpable` (a bitmap by pfn, LSB first):
+/// what is left of the RAM after page-class filtering, in the same order.
+pub fn dumpable_runs(runs: &[Run], dumpable: &[u8], page_size: u64) -> Vec<Run> {
+    let set = |pfn: u64| dumpable[(pfn >> 3) as usize] & (1 << (pfn & 7)) != 0;
+    let mut out = Vec::new();
+    for r in runs {
+        let mut pfn = r.pfn;
+        let end = r.pfn + r.count;
+        while pfn < end {
+            if !set(pfn) {
+                pfn += 1;
+                continue;
+            }
+            let start = pfn;
+            while pfn < end && set(pfn) {
+                pfn += 1;
+            }
+            let src = match &r.src {
+                Src::File(off) => Src::File(off + (start - r.pfn) * page_size),
+                other => other.clone(),
+            };
+            out.push(Run {
+                pfn: start,
+                count: pfn - start,
+                src,
+            });
+        }
+    }
+    out
+}
+
 /// `(first pfn, count)` of the runs, adjacent ones merged (for the bitmaps).
 pub fn pfn_ranges(runs: &[Run]) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
@@ -160,10 +191,17 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(page_size: u64, notes_len: u64, runs: &[Run], exclude_zero: bool) -> Layout {
+    /// For the RAM in `ram` of which the pages in `dumped` go into the dump.
+    pub fn new(
+        page_size: u64,
+        notes_len: u64,
+        ram: &[Run],
+        dumped: &[Run],
+        exclude_zero: bool,
+    ) -> Layout {
         let ps = page_size;
-        let max_mapnr = runs.last().map_or(0, |r| r.pfn + r.count);
-        let ndesc: u64 = runs.iter().map(|r| r.count).sum();
+        let max_mapnr = ram.last().map_or(0, |r| r.pfn + r.count);
+        let ndesc: u64 = dumped.iter().map(|r| r.count).sum();
         let sub_hdr_size = (SUB_HEADER_SIZE as u64 + notes_len).div_ceil(ps);
         let bitmap_blocks = 2 * max_mapnr.div_ceil(8 * ps);
         let desc_off = ps * (1 + sub_hdr_size + bitmap_blocks);
@@ -195,6 +233,9 @@ pub struct Plan {
     pub level: i32,
     /// makedumpfile dump_level recorded in the sub header; bit 1 elides zero pages
     pub dump_level: u32,
+    /// page-class filtering (`pageclass`): bit N set if pfn N goes into the dump; it
+    /// must cover every RAM page. `None`: every RAM page does.
+    pub dumpable: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -313,8 +354,22 @@ pub fn write_kdump(
         }
     }
     let exclude_zero = plan.dump_level & DL_EXCLUDE_ZERO != 0;
-    let runs = page_runs(&plan.segments, ps).map_err(CopyError::Invalid)?;
-    let layout = Layout::new(ps, plan.notes.len() as u64, &runs, exclude_zero);
+    let ram = page_runs(&plan.segments, ps).map_err(CopyError::Invalid)?;
+    let runs = match &plan.dumpable {
+        None => ram.clone(),
+        Some(bitmap) => {
+            let max_mapnr = ram.last().map_or(0, |r| r.pfn + r.count);
+            if (bitmap.len() as u64) < max_mapnr.div_ceil(8) {
+                return Err(CopyError::Invalid(format!(
+                    "the dumpable bitmap has {} bytes, the RAM needs {}",
+                    bitmap.len(),
+                    max_mapnr.div_ceil(8)
+                )));
+            }
+            dumpable_runs(&ram, bitmap, ps)
+        }
+    };
+    let layout = Layout::new(ps, plan.notes.len() as u64, &ram, &runs, exclude_zero);
     let limit = opts
         .base
         .checked_add(opts.limit)
@@ -356,6 +411,7 @@ pub fn write_kdump(
     let out = pipeline::run(
         &pipeline::Job {
             src_fd,
+            ram: &pfn_ranges(&ram),
             runs: &runs,
             layout: &layout,
             info: &info,

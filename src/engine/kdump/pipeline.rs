@@ -44,6 +44,9 @@ const MAX_SLOTS: usize = 32;
 
 pub struct Job<'a> {
     pub src_fd: RawFd,
+    /// the RAM `(first pfn, count)`: the 1st bitmap
+    pub ram: &'a [(u64, u64)],
+    /// the pages to dump, in pfn order: the 2nd bitmap, the descriptors and the data
     pub runs: &'a [Run],
     pub layout: &'a Layout,
     pub info: &'a HeaderInfo,
@@ -128,15 +131,14 @@ pub fn run(
     let mut data =
         Stream::new(job.base + l.data_off, DATA_BUF, sink.align).map_err(CopyError::Os)?;
     meta.append(sink, &header::encode_sub_header(job.info, job.notes))?;
-    let ranges = super::pfn_ranges(job.runs);
+    let dumped = super::pfn_ranges(job.runs);
     let half_bytes = (l.bitmap_blocks / 2 * l.page_size) as usize;
     let mut window = vec![0u8; BITMAP_WINDOW.min(half_bytes.max(1))];
-    for _ in 0..2 {
-        // levels 0 and 1: RAM == dumpable, both bitmaps are the same
+    for ranges in [job.ram, &dumped[..]] {
         let mut at = 0usize;
         while at < half_bytes {
             let n = window.len().min(half_bytes - at);
-            bitmap::fill_window(&ranges, 8 * at as u64, &mut window[..n]);
+            bitmap::fill_window(ranges, 8 * at as u64, &mut window[..n]);
             meta.append(sink, &window[..n])?;
             at += n;
         }

@@ -1,0 +1,103 @@
+"""The per-page loop: pure-Python twin of the Rust `engine::pageclass::exclude_pages`
+(same rules, same bits cleared, same counts; tests compare the two). The rules are
+documented there."""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from .page_struct import (DL_EXCLUDE_CACHE, DL_EXCLUDE_CACHE_PRIVATE, DL_EXCLUDE_FREE,
+                          DL_EXCLUDE_USER)
+
+FREE, CACHE, CACHE_PRIVATE, USER, HWPOISON, OFFLINE = range(6)
+
+Classifier = Callable[[bytes, int, dict, int, bytearray], list]
+
+
+def _clear_range(bitmap: bytearray, lo: int, hi: int) -> int:
+    hi = min(hi, 8 * len(bitmap))
+    cleared = 0
+    for pfn in range(lo, hi):
+        m = 1 << (pfn & 7)
+        if bitmap[pfn >> 3] & m:
+            bitmap[pfn >> 3] &= ~m & 0xFF
+            cleared += 1
+    return cleared
+
+
+def exclude_pages(memmap: bytes, first_pfn: int, ps: dict, dump_level: int,
+                  dumpable: bytearray) -> list:
+    size = ps["size"]
+    e = ">" if ps["big_endian"] else "<"
+    u64 = struct.Struct(e + "Q").unpack_from
+    u32 = struct.Struct(e + "I").unpack_from
+    n = len(memmap) // size
+    counts = [0] * 6
+    buddy = (ps["buddy_mapcount"] if dump_level & DL_EXCLUDE_FREE and ps["mapcount"] is not None
+             and ps["private"] is not None else None)
+    off_flags, off_mapping, off_mapcount = ps["flags"], ps["mapping"], ps["mapcount"]
+    off_private, off_head = ps["private"], ps["compound_head"]
+    off_order, off_dtor = ps["compound_order"], ps["compound_dtor"]
+    lru, private_bit, swapcache = 1 << ps["pg_lru"], 1 << ps["pg_private"], 1 << ps["pg_swapcache"]
+    swapbacked = None if ps["pg_swapbacked"] is None else 1 << ps["pg_swapbacked"]
+    slab_bit = 1 << ps["pg_slab"]
+    hwpoison = None if ps["pg_hwpoison"] is None else 1 << ps["pg_hwpoison"]
+    head_mask, offline_value, hugetlb = ps["pg_head_mask"], ps["offline_mapcount"], ps["hugetlb_dtor"]
+    for i in range(n):
+        pfn = first_pfn + i
+        byte = pfn >> 3
+        if byte >= len(dumpable) or not dumpable[byte] & (1 << (pfn & 7)):
+            continue
+        at = i * size
+        flags = u64(memmap, at + off_flags)[0]
+        mapping = u64(memmap, at + off_mapping)[0]
+        mapcount = None if off_mapcount is None else u32(memmap, at + off_mapcount)[0]
+        private = 0 if off_private is None else u64(memmap, at + off_private)[0]
+        if off_head is not None and u64(memmap, at + off_head)[0] & 1:
+            continue
+        order = dtor = 0
+        if flags & head_mask and i + 1 < n:
+            nxt = at + size
+            order = 0 if off_order is None else memmap[nxt + off_order]
+            dtor = 0 if off_dtor is None else memmap[nxt + off_dtor]
+            if order >= 64 or pfn & ((1 << order) - 1):
+                order = 0
+        slab = bool(flags & slab_bit)
+        anon = bool(mapping & 1)
+        cache = bool(flags & lru) or ((swapbacked is None or bool(flags & swapbacked))
+                                      and bool(flags & swapcache))
+        is_private = bool(flags & private_bit)
+        nr_pages = 1 << order
+        if buddy is not None and not slab and mapcount == buddy:
+            if private >= ps["max_order"] or pfn & ((1 << private) - 1):
+                continue
+            nr_pages = 1 << private
+            cls = FREE
+        elif dump_level & DL_EXCLUDE_CACHE and cache and not is_private and not anon:
+            cls = CACHE
+        elif dump_level & DL_EXCLUDE_CACHE_PRIVATE and cache and not anon:
+            cls = CACHE_PRIVATE if is_private else CACHE
+        elif dump_level & DL_EXCLUDE_USER and (anon or (dtor != 0 and hugetlb == dtor)):
+            cls = USER
+        elif hwpoison is not None and flags & hwpoison:
+            cls = HWPOISON
+        elif offline_value is not None and not slab and mapcount == offline_value:
+            cls = OFFLINE
+        else:
+            continue
+        counts[cls] += _clear_range(dumpable, pfn, pfn + nr_pages)
+    return counts
+
+
+def classifier(engine: str) -> Classifier:
+    """`exclude_pages` of the named engine ("rust" falls back to this twin, as the
+    capture engines do)."""
+    if engine == "rust":
+        from .. import engine as engines
+
+        if engines.rust_available():
+            from .. import _core
+
+            return lambda mm, pfn, ps, level, bm: list(_core.exclude_pages(mm, pfn, ps, level, bm))
+    return exclude_pages

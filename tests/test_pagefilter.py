@@ -1,0 +1,263 @@
+"""Page-class filtering (`dump --compress ... --dump-level 2..31`, pagefilter/).
+
+A synthetic x86_64 kernel (tests/kernelmem.py: real page tables, mem_section, struct
+pages of every class at known pfns) is filtered at every level and captured; the Rust
+and Python classifiers are compared on random struct pages. The comparison with
+makedumpfile on a real Linux 6.1 vmcore is in test_e2e_x86_64.py.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernelmem import (ANON_MAPPING, BUDDY, FILE_MAPPING, HEAD_MASK, NPFN, OFFLINE, PAGE, PG,
+                       KernelCore, vmcoreinfo)
+from test_kdump_capture import capture, dump_bytes, prepared_image
+from oracles.kdumpfile import needs_libkdumpfile, probe
+
+from zfcpdump import _core
+from zfcpdump.model import vmcoreinfo_fields
+from zfcpdump.pagefilter import CLASSES, FilterUnavailable, filter_pages, ram_bitmap
+from zfcpdump.pagefilter.classify import exclude_pages as py_exclude_pages
+from zfcpdump.pagefilter.errors import TranslationError
+from zfcpdump.pagefilter.page_struct import PageStruct
+from zfcpdump.pagefilter.x86_64 import X86_64PageTables
+from zfcpdump.readers import open_dump
+
+ENGINES = ["rust", "python"]
+
+
+def excluded_pfns(bitmap: bytes, npfn: int = NPFN) -> set:
+    return {p for p in range(npfn) if not bitmap[p >> 3] & (1 << (p & 7))}
+
+
+def run_filter(core: KernelCore, level: int, engine: str = "rust", info: bytes | None = None,
+               arch: str = "x86_64"):
+    fields = vmcoreinfo_fields(vmcoreinfo() if info is None else info)
+    return filter_pages(lambda a, n: bytes(core.mem[a : a + n]), fields, arch=arch,
+                        big_endian=False, page_size=PAGE, ram=[(0, NPFN)], dump_level=level,
+                        engine=engine)
+
+
+@pytest.fixture(scope="module")
+def kernel() -> KernelCore:
+    return KernelCore.build()
+
+
+# ---- the walk ---------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("level", [2, 4, 8, 16, 31, 30])
+def test_every_class_found_at_every_level(kernel, engine, level):
+    res = run_filter(kernel, level, engine)
+    want = kernel.excluded(level)
+    assert excluded_pfns(res.dumpable) == want
+    by_class = {c: sum(1 for p in want if kernel.classes[p] == c) for c in CLASSES}
+    assert res.excluded == by_class
+    assert (res.sections, res.sections_skipped) == (2, 0)
+
+
+def test_unreadable_section_keeps_its_pages():
+    core = KernelCore.build(unmapped_section=1)
+    res = run_filter(core, 31)
+    assert res.sections_skipped == 1
+    assert excluded_pfns(res.dumpable) == core.excluded(31)
+    assert all(p < 4096 for p in core.excluded(31))
+
+
+def test_missing_fields_are_named(kernel):
+    info = vmcoreinfo(drop=("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)", "OFFSET(page.private)"))
+    with pytest.raises(FilterUnavailable, match=r"no OFFSET\(page.private\), "
+                                                r"NUMBER\(PAGE_BUDDY_MAPCOUNT_VALUE\)"):
+        run_filter(kernel, 16, info=info)
+    # levels that do not need them still work
+    assert excluded_pfns(run_filter(kernel, 2, info=info).dumpable) == kernel.excluded(2)
+
+
+@pytest.mark.parametrize("release,arch,message", [
+    ("6.8.0-31-generic", "x86_64", "verified for Linux 4.16 to 6.2, the dump is from 6.8.0"),
+    ("4.15.0", "x86_64", "the dump is from 4.15.0"),
+    ("6.1.0", "s390x", "x86_64 page tables only, the dump is s390x"),
+])
+def test_unverified_kernels_and_other_arches_are_refused(kernel, release, arch, message):
+    with pytest.raises(FilterUnavailable, match=message):
+        run_filter(kernel, 31, info=vmcoreinfo(release=release), arch=arch)
+
+
+def test_page_tables_translate_like_the_cpu(kernel):
+    from kernelmem import DIRECT_MAP, MEMMAP_PHYS, START_KERNEL_MAP, PGD, UNMAPPED, VMEMMAP
+
+    read = lambda a, n: bytes(kernel.mem[a : a + n])  # noqa: E731
+    mmu = X86_64PageTables.from_vmcoreinfo(read, vmcoreinfo_fields(vmcoreinfo()))
+    assert mmu.root == PGD and mmu.levels == 4
+    # 2 MiB page: the span runs to its end
+    assert mmu.translate(DIRECT_MAP + 0x345678) == (0x345678, 0x400000 - 0x345678)
+    # 4 KiB page with NX set: the NX bit is not part of the address
+    assert mmu.translate(VMEMMAP + 0x1010) == (MEMMAP_PHYS + 0x1010, 0x1000 - 0x10)
+    assert mmu.read(VMEMMAP + 0xFF0, 0x20) == kernel.mem[MEMMAP_PHYS + 0xFF0 : MEMMAP_PHYS + 0x1010]
+    with pytest.raises(TranslationError, match="not mapped"):
+        mmu.translate(UNMAPPED)
+    # phys_base moves the root; 5 levels read one more table
+    f = vmcoreinfo_fields(vmcoreinfo())
+    f["NUMBER(phys_base)"] = str(-0x1000)
+    f["NUMBER(pgtable_l5_enabled)"] = "1"
+    mmu = X86_64PageTables.from_vmcoreinfo(read, f)
+    assert (mmu.root, mmu.levels) == (PGD - 0x1000, 5)
+    assert START_KERNEL_MAP > 0
+
+
+def test_one_gib_pages():
+    mem = bytearray(5 * PAGE)
+    struct.pack_into("<Q", mem, 8 * 273, PAGE | 3)  # PGD -> PUD
+    struct.pack_into("<Q", mem, PAGE + 8 * 1, (3 << 30) | 0x83 | (1 << 12))  # 1 GiB, PAT
+    mmu = X86_64PageTables(lambda a, n: bytes(mem[a : a + n]), 0, 4)
+    va = 0xFFFF_8880_0000_0000 + (1 << 30) + 0x1234
+    assert mmu.translate(va) == ((3 << 30) + 0x1234, (1 << 30) - 0x1234)
+
+
+# ---- the two classifiers ----------------------------------------------------------
+LAYOUT = PageStruct.from_vmcoreinfo(vmcoreinfo_fields(vmcoreinfo()), False, 31)
+
+page_flags = st.builds(
+    lambda bits, other: sum(1 << b for b in bits) | other,
+    st.sets(st.sampled_from([PG["lru"], PG["slab"], PG["swapcache"], PG["private"],
+                             PG["swapbacked"], PG["hwpoison"], 16])),
+    st.sampled_from([0, 0, 1 << 40, 0xFF << 56]))
+struct_page = st.tuples(
+    page_flags,
+    st.sampled_from([0, 0x400, FILE_MAPPING, ANON_MAPPING]),
+    st.sampled_from([0xFFFFFFFF, BUDDY, OFFLINE, 0, 5]),
+    st.one_of(st.integers(0, 12), st.sampled_from([40, 1 << 40])),
+    st.sampled_from([0, 0, 0xFFFF_EA00_0000_1001]),
+    st.integers(0, 12),
+    st.sampled_from([0, 1, 2]),
+)
+
+
+def pack_memmap(pages, big_endian: bool) -> bytes:
+    e = ">" if big_endian else "<"
+    out = bytearray()
+    for flags, mapping, mapcount, private, head, order, dtor in pages:
+        p = bytearray(64)
+        struct.pack_into(e + "QQ", p, 0, flags, head)
+        p[16], p[17] = dtor, order
+        struct.pack_into(e + "Q", p, 24, mapping)
+        struct.pack_into(e + "Q", p, 40, private)
+        struct.pack_into(e + "I", p, 48, mapcount)
+        out += p
+    return bytes(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pages=st.lists(struct_page, min_size=1, max_size=200), holes=st.binary(max_size=32),
+       first_pfn=st.sampled_from([0, 8, 512, 4096]), level=st.integers(0, 31),
+       big_endian=st.booleans())
+def test_rust_and_python_classifiers_agree(pages, holes, first_pfn, level, big_endian):
+    layout = dict(LAYOUT.as_dict(), big_endian=big_endian)
+    memmap = pack_memmap(pages, big_endian)
+    nbytes = (first_pfn + len(pages) + 600) // 8 + 1
+    ram = bytearray(b"\xff" * nbytes)
+    for i, b in enumerate(holes):
+        ram[(first_pfn >> 3) + i % max(1, len(pages) >> 3)] &= b | 0x0F
+    a, b = bytearray(ram), bytearray(ram)
+    counts_rust = list(_core.exclude_pages(memmap, first_pfn, layout, level, a))
+    counts_py = py_exclude_pages(memmap, first_pfn, layout, level, b)
+    assert a == b
+    assert counts_rust == counts_py
+    assert sum(counts_rust) == sum(bin(x).count("1") for x in ram) - sum(bin(x).count("1") for x in a)
+
+
+def test_bad_page_struct_is_refused_by_both():
+    bad = dict(LAYOUT.as_dict(), mapping=60)
+    with pytest.raises(ValueError, match="page.mapping"):
+        _core.exclude_pages(bytes(64), 0, bad, 31, bytearray(1))
+    with pytest.raises(FilterUnavailable, match="page.mapping"):
+        PageStruct(**bad).validate()
+
+
+def test_ram_bitmap():
+    bm = ram_bitmap([(1, 3), (8, 16), (30, 1)], 31)
+    assert excluded_pfns(bm, 31) == {0, 4, 5, 6, 7} | set(range(24, 30))
+
+
+# ---- captures ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kernel_core(tmp_path_factory, kernel):
+    path = tmp_path_factory.mktemp("kcore") / "vmcore.elf"
+    size = kernel.write(path)
+    return path, size
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_filtered_capture_keeps_exactly_the_other_pages(tmp_path, kernel, kernel_core, capsys,
+                                                         engine):
+    vmcore, size = kernel_core
+    disk = prepared_image(tmp_path, size + (1 << 20))
+    capsys.readouterr()
+    assert capture(disk, vmcore, "--compress", "zstd", "--dump-level", "31", engine=engine) == 0
+    out = capsys.readouterr()
+    assert "WARNING" not in out.err
+    assert " filter...: 25 free, 11 cache, 5 cache private, 1044 user, 1 hwpoison, 1 offline " \
+           "pages excluded (4 MB), 2 sections walked" in out.out
+    assert "dump level 31" in out.out
+    raw = dump_bytes(disk)
+    assert struct.unpack_from("<I", raw, PAGE + 8)[0] == 31  # sub header dump_level
+    excluded = kernel.excluded(31)
+    with open_dump(f"{disk}:1") as d:
+        for pfn in range(NPFN):
+            got = d.read_phys(pfn * PAGE, PAGE)
+            want = bytes(PAGE) if pfn in excluded else bytes(kernel.mem[pfn * PAGE : (pfn + 1) * PAGE])
+            assert got == want, pfn
+
+
+def test_engines_write_identical_filtered_partitions(tmp_path, kernel_core):
+    vmcore, size = kernel_core
+    parts = []
+    for engine in ENGINES:
+        disk = prepared_image(tmp_path, size + (1 << 20), name=f"{engine}.img")
+        assert capture(disk, vmcore, "--compress", "zlib", "--dump-level", "31",
+                       engine=engine) == 0
+        parts.append(dump_bytes(disk))
+    assert parts[0] == parts[1]
+
+
+@needs_libkdumpfile
+def test_libkdumpfile_reads_a_filtered_dump(tmp_path, kernel, kernel_core):
+    vmcore, size = kernel_core
+    disk = prepared_image(tmp_path, size + (1 << 20))
+    assert capture(disk, vmcore, "--compress", "zstd", "--dump-level", "31") == 0
+    path = tmp_path / "dump.kdump"
+    path.write_bytes(dump_bytes(disk))
+    got = probe(path, [(1500 * PAGE, 500 * PAGE)])  # a run of kept pages
+    import hashlib
+    assert got["format"] == "diskdump"
+    want = bytes(kernel.mem[1500 * PAGE : 2000 * PAGE])
+    assert got["reads"][0]["sha256"] == hashlib.sha256(want).hexdigest()
+
+
+def test_unverified_kernel_captures_with_zero_pages_only(tmp_path, kernel, capsys):
+    vmcore = tmp_path / "vmcore.elf"
+    size = kernel.write(vmcore, vmcoreinfo(release="6.8.0-31-generic"))
+    disk = prepared_image(tmp_path, size + (1 << 20))
+    capsys.readouterr()
+    assert capture(disk, vmcore, "--compress", "zstd", "--dump-level", "31") == 0
+    err = capsys.readouterr().err
+    assert ("WARNING: --dump-level 31: excluding cache, cache private, user, free pages is not "
+            "possible (the page rules are verified for Linux 4.16 to 6.2, the dump is from "
+            "6.8.0-31-generic); only zero pages are excluded (dump level 1)") in err
+    assert struct.unpack_from("<I", dump_bytes(disk), PAGE + 8)[0] == 1
+    with open_dump(f"{disk}:1") as d:
+        assert d.read_phys(1200 * PAGE, PAGE) == bytes(kernel.mem[1200 * PAGE : 1201 * PAGE])
+
+
+def test_filter_does_not_apply_to_raw_captures(tmp_path, kernel_core, capsys):
+    """--dump-level belongs to --compress; without it the raw copy keeps every byte."""
+    vmcore, size = kernel_core
+    disk = prepared_image(tmp_path, size + (1 << 20))
+    capsys.readouterr()
+    rc = capture(disk, vmcore, "--dump-level", "31")
+    err = capsys.readouterr().err
+    assert rc == 2 and "--dump-level" in err, err
