@@ -17,8 +17,10 @@ export LC_ALL=C
 START=$SECONDS
 
 HOST_PKGS=(qemu-user-static python3-libkdumpfile kexec-tools fdisk gdisk zstd util-linux)
-# zgetdump's NEEDED entries: libz.so.1, libfuse.so.2, libpthread.so.0, libc.so.6.
-S390X_PKGS=(s390-tools libc6 libfuse2 zlib1g)
+# zgetdump's NEEDED entries: libz.so.1, libfuse.so.2, libpthread.so.0, libc.so.6;
+# makedumpfile's (the page-filter oracle): libdw, libelf, liblzo2, libz and theirs.
+S390X_PKGS=(s390-tools libc6 libfuse2 zlib1g
+            makedumpfile libdw1 libelf1 liblzo2-2 libbz2-1.0 liblzma5 libzstd1)
 
 CACHE=${ZFCPDUMP_ORACLES:-/var/cache/zfcpdump-oracles}
 W=$CACHE/s390x
@@ -42,7 +44,7 @@ zgetdump_version() {
 }
 
 ZG_VER=""
-if [ -x "$ROOT/sbin/zgetdump" ]; then
+if [ -x "$ROOT/sbin/zgetdump" ] && [ -x "$ROOT/usr/bin/makedumpfile" ]; then
     ZG_VER=$(zgetdump_version)
 fi
 
@@ -65,6 +67,7 @@ if [ -z "$ZG_VER" ]; then
         quiet dpkg-deb -x "$f" "$W/root.new"
     done
     [ -x "$W/root.new/sbin/zgetdump" ] || die "no sbin/zgetdump in the s390x s390-tools package"
+    [ -x "$W/root.new/usr/bin/makedumpfile" ] || die "no usr/bin/makedumpfile in the s390x package"
     # Keep a record of what was extracted.
     (cd "$W/debs" && ls -1 ./*.deb | sed 's|^\./||') >"$W/root.new/.oracle-debs"
     rm -rf "$ROOT"
@@ -77,7 +80,9 @@ fi
 # ---------------------------------------------------------------------------
 # 3. Summary
 # ---------------------------------------------------------------------------
-summary=("zgetdump $ZG_VER (qemu-user)")
+MD_VER=$(qemu-s390x-static -L "$ROOT" "$ROOT/usr/bin/makedumpfile" -v </dev/null 2>/dev/null \
+    | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1 || true)
+summary=("zgetdump $ZG_VER (qemu-user)" "makedumpfile s390x ${MD_VER:-MISSING} (qemu-user)")
 kdf=$(dpkg-query -W -f='${Version}' python3-libkdumpfile 2>/dev/null | sed 's/-[^-]*$//' || true)
 if [ -n "$kdf" ] && /usr/bin/python3 -c 'import kdumpfile' </dev/null >/dev/null 2>&1; then
     summary+=("libkdumpfile $kdf")

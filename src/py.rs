@@ -261,9 +261,18 @@ fn kdump_write(
     progress: Option<Bound<'_, PyAny>>,
     on_hsa_read: Option<Bound<'_, PyAny>>,
     mmap: bool,
-    dumpable: Option<Vec<u8>>,
+    dumpable: Option<Bound<'_, PyAny>>,
 ) -> PyResult<KdumpResult> {
     let algo = Algo::parse(compress).map_err(PyValueError::new_err)?;
+    // bytes or bytearray, copied once (a Vec<u8> extraction would go int by int)
+    let dumpable = match dumpable.filter(|d| !d.is_none()) {
+        None => None,
+        Some(d) => Some(if let Ok(b) = d.cast::<PyByteArray>() {
+            b.to_vec()
+        } else {
+            d.cast::<PyBytes>()?.as_bytes().to_vec()
+        }),
+    };
     let plan = kdump::Plan {
         segments: segments
             .into_iter()

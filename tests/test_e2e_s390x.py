@@ -259,3 +259,35 @@ def test_s390x_readback_device_and_zgetdump(run, report):
     report.append("  zgetdump -d: " + " | ".join(s.strip() for s in d_out.splitlines() if ":" in s))
     report.append("  zgetdump -i: " + " | ".join(s.strip() for s in i_out.splitlines() if ":" in s)
                   + f" (vmcore {total} MB)")
+
+
+def test_s390x_page_filter_matches_makedumpfile(run, workdir, report):
+    """Page-class filtering on the real s390x /proc/vmcore: `dump --compress zlib
+    --dump-level 31` of it (read on the host, as ELF) writes the file the s390x
+    makedumpfile 1.7.2 (qemu-user) writes with `-c -d 31`, byte for byte after the
+    utsname and timestamp."""
+    from oracles.makedumpfile_s390x import _probe, run_makedumpfile
+    from test_kdump_capture import capture, dump_bytes, mib_above, prepared_image
+
+    res = run
+    _need_dump(res)
+    if _probe()[0] is None:
+        _skip_or_fail(f"needs the s390x makedumpfile under qemu-user: {_probe()[1]}")
+    elf = workdir / "filter-src.elf"
+    p = _zfcpdump("copy", f"{res.disk}:1", str(elf))
+    assert p.returncode == 0, p.stdout + p.stderr
+    ref, disk = workdir / "md31.kdump", None
+    try:
+        p = run_makedumpfile("-c", "-d", "31", elf, ref)
+        assert p.returncode == 0, p.stdout + p.stderr
+        disk = prepared_image(workdir, mib_above(elf.stat().st_size), name="filter31.img")
+        assert capture(disk, elf, "--compress", "zlib", "--dump-level", "31") == 0
+        ours, theirs = dump_bytes(disk), ref.read_bytes()
+        assert len(ours) == len(theirs)
+        assert ours[:12] == theirs[:12] and ours[424:] == theirs[424:]
+        report.append(f"  filter -d 31: same {len(ours)}-byte file as the s390x makedumpfile "
+                      f"-c -d 31 (of {elf.stat().st_size >> 20} MiB)")
+    finally:
+        for f in (elf, ref, disk):
+            if f is not None and f.exists():
+                f.unlink()

@@ -58,6 +58,11 @@ def prepared_image(tmp_path, part_size, name="disk.img"):
     return disk
 
 
+def mib_above(size: int) -> int:
+    """A partition size that holds `size` bytes and a spare MiB, MiB aligned."""
+    return (size // MIB + 2) * MIB
+
+
 def dump_bytes(disk) -> bytes:
     """The kdump file as written into the partition (up to the end of its data)."""
     sb = superblock_of(disk)

@@ -110,14 +110,16 @@ def kdump_write(src_fd: int, dst_fd: int, segments: Sequence[Tuple[int, Optional
     if vmcoreinfo is not None and vmcoreinfo[0] + vmcoreinfo[1] > len(notes):
         raise ValueError("vmcoreinfo lies outside the notes")
     exclude_zero = bool(dump_level & K.DL_EXCLUDE_ZERO)
-    ram = K.page_runs([(int(a), None if s is None else int(s), int(n)) for a, s, n in segments], ps)
-    runs = ram
-    if dumpable is not None:
-        need = -(-(ram[-1].pfn + ram[-1].count) // 8) if ram else 0
+    runs = K.page_runs([(int(a), None if s is None else int(s), int(n)) for a, s, n in segments], ps)
+    ram = K.pfn_ranges(runs)
+    if dumpable is None:
+        ndesc = sum(r.count for r in runs)
+    else:
+        need = -(-(runs[-1].pfn + runs[-1].count) // 8) if runs else 0
         if len(dumpable) < need:
             raise ValueError(f"the dumpable bitmap has {len(dumpable)} bytes, the RAM needs {need}")
-        runs = K.dumpable_runs(ram, dumpable, ps)
-    layout = K.Layout.of(ps, len(notes), ram, runs, exclude_zero)
+        ndesc = K.count_dumpable(ram, dumpable)
+    layout = K.Layout.of(ps, len(notes), runs, ndesc, exclude_zero)
     end = base + limit
     if base + layout.first_page_off > end:
         raise _err("write", dst_fd, base, layout.first_page_off, _errno.ENOSPC,
@@ -134,11 +136,16 @@ def kdump_write(src_fd: int, dst_fd: int, segments: Sequence[Tuple[int, Optional
     half = layout.bitmap_blocks // 2 * ps
     bm_off = base + ps * (1 + layout.sub_hdr_size)
     window = 1 << 20
-    for which, ranges in enumerate((K.pfn_ranges(ram), K.pfn_ranges(runs))):
+    for which in range(2):
         at = 0
         while at < half:
             n = min(window, half - at)
-            out.write(K.bitmap_window(ranges, 8 * at, n), bm_off + which * half + at)
+            bits = K.bitmap_window(ram, 8 * at, n)
+            if which == 1 and dumpable is not None:  # the 2nd: RAM and dumpable
+                mask = bytes(dumpable[at : at + n]).ljust(n, b"\0")
+                bits = (int.from_bytes(bits, "little") & int.from_bytes(mask, "little")
+                        ).to_bytes(n, "little")
+            out.write(bits, bm_off + which * half + at)
             at += n
     if exclude_zero:
         out.write(bytes(ps), base + layout.data_off)
@@ -157,6 +164,8 @@ def kdump_write(src_fd: int, dst_fd: int, segments: Sequence[Tuple[int, Optional
     for run in runs:
         for i in range(run.count):
             pfn = run.pfn + i
+            if dumpable is not None and not K.bit_set(dumpable, pfn):
+                continue  # filtered out: no descriptor, no data
             if hsa_pending and pfn >= hsa_pfn:
                 hsa_pending = False
                 if on_hsa_read is not None:

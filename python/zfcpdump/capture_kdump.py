@@ -206,9 +206,9 @@ class KdumpCapture(Capture):
             c.out(filter_summary(filtered, plan.page_size))
         exclude_zero = bool(level_applied & K.DL_EXCLUDE_ZERO)
         ram = K.page_runs(plan.segments, plan.page_size)
-        dumped = ram if filtered is None else K.dumpable_runs(ram, filtered.dumpable,
-                                                              plan.page_size)
-        layout = K.Layout.of(plan.page_size, len(plan.notes), ram, dumped, exclude_zero)
+        ndesc = (sum(r.count for r in ram) if filtered is None else
+                 K.count_dumpable(K.pfn_ranges(ram), filtered.dumpable))
+        layout = K.Layout.of(plan.page_size, len(plan.notes), ram, ndesc, exclude_zero)
         if layout.first_page_off > sb.dump_size:
             raise DiskRefused(f"Disk too small: dump metadata={mib(layout.first_page_off)}MB "
                               f"(diskspace={mib(sb.dump_size)}MB)")

@@ -93,9 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--dump-level", type=int, default=None, metavar="N",
                    help="makedumpfile dump level (0-31, default 1), bits add up: 1 zero pages, "
                    "2 cache, 4 cache and private cache, 8 user process data, 16 free pages are "
-                   "left out. 2-16 are decided from the crashed kernel's struct pages (x86_64, "
-                   "Linux 4.16-6.2, VMCOREINFO); elsewhere a WARNING says why and only zero "
-                   "pages are left out")
+                   "left out. 2-16 are decided from the crashed kernel's struct pages (x86_64 or "
+                   "s390x, Linux 4.16-6.2, VMCOREINFO); elsewhere a WARNING says why and only "
+                   "zero pages are left out")
     k.add_argument("--threads", type=int, default=0, metavar="N",
                    help="compression threads, rust engine (default: the available CPUs, never more)")
 

@@ -93,21 +93,26 @@ def page_runs(segments: Sequence[Tuple[int, Optional[int], int]], page_size: int
     return runs
 
 
-def dumpable_runs(runs: Sequence[Run], dumpable: bytes, page_size: int) -> list[Run]:
-    """The parts of `runs` whose bit is set in `dumpable` (a bitmap by pfn, LSB first)."""
-    out: list[Run] = []
-    for r in runs:
-        pfn, end = r.pfn, r.pfn + r.count
+def bit_set(bitmap: bytes, pfn: int) -> bool:
+    """Bit `pfn` of a bitmap by pfn (LSB first); bits past its end are clear."""
+    i = pfn >> 3
+    return i < len(bitmap) and bool(bitmap[i] & (1 << (pfn & 7)))
+
+
+def count_dumpable(ranges: Sequence[tuple[int, int]], dumpable: bytes) -> int:
+    """Pages of the `(first pfn, count)` ranges whose bit is set in `dumpable`."""
+    n = 0
+    for first, count in ranges:
+        pfn, end = first, first + count
         while pfn < end:
-            if not dumpable[pfn >> 3] & (1 << (pfn & 7)):
+            if not pfn & 7 and end - pfn >= 8:
+                whole = (end - pfn) // 8
+                n += sum(bin(b).count("1") for b in dumpable[pfn >> 3 : (pfn >> 3) + whole])
+                pfn += 8 * whole
+            else:
+                n += bit_set(dumpable, pfn)
                 pfn += 1
-                continue
-            start = pfn
-            while pfn < end and dumpable[pfn >> 3] & (1 << (pfn & 7)):
-                pfn += 1
-            src = r.src + (start - r.pfn) * page_size if r.kind == "file" else r.src
-            out.append(Run(start, pfn - start, r.kind, src))
-    return out
+    return n
 
 
 def pfn_ranges(runs: Sequence[Run]) -> list[tuple[int, int]]:
@@ -132,12 +137,11 @@ class Layout:
     first_page_off: int
 
     @classmethod
-    def of(cls, page_size: int, notes_len: int, ram: Sequence[Run], dumped: Sequence[Run],
+    def of(cls, page_size: int, notes_len: int, ram: Sequence[Run], ndesc: int,
            exclude_zero: bool) -> "Layout":
-        """For the RAM in `ram` of which the pages in `dumped` go into the dump."""
+        """For the RAM in `ram`, of which `ndesc` pages go into the dump."""
         ps = page_size
         max_mapnr = ram[-1].pfn + ram[-1].count if ram else 0
-        ndesc = sum(r.count for r in dumped)
         sub_hdr_size = -(-(SUB_HEADER_SIZE + notes_len) // ps)
         bitmap_blocks = 2 * -(-max_mapnr // (8 * ps))
         desc_off = ps * (1 + sub_hdr_size + bitmap_blocks)

@@ -3,7 +3,7 @@ compressed dump leaves out, decided from the crashed kernel's own `struct page`s
 with makedumpfile's rules.
 
     VMCOREINFO   -> the struct page layout and flag numbers       page_struct.py
-    page tables  -> virtual to physical (x86_64)                   x86_64.py
+    page tables  -> virtual to physical                            x86_64.py, s390x.py
     mem_section  -> each section's struct page array               sparsemem.py
     each page    -> free, cache, user, ... or kept                 classify.py (+ Rust)
 
@@ -11,9 +11,11 @@ The result is the "dumpable" bitmap the kdump writers take. Whatever cannot be r
 keeps its pages: an unmapped root or section is skipped and counted, and a dump
 that lacks what the walk needs raises FilterUnavailable before anything is decided.
 
-Scope: x86_64 dumps of Linux 4.16 to 6.2 (struct page as makedumpfile 1.7 reads it;
-later kernels moved compound and page-type fields into folios). Checked page for page
-against makedumpfile 1.7.2 on a Debian 12 (6.1) vmcore in the end-to-end test.
+Scope: x86_64 and s390x dumps of Linux 4.16 to 6.2 (struct page as makedumpfile 1.7
+reads it; later kernels moved compound and page-type fields into folios, and s390x
+left the identity-mapped direct map). Checked page for page against makedumpfile
+1.7.2: on a Debian 12 (6.1) x86_64 vmcore in the end-to-end test, and on the s390x
+sample dump with the s390x makedumpfile under qemu-user.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .classify import classifier
 from .errors import FilterUnavailable, TranslationError
 from .page_struct import CLASSES, DL_CLASSES, PageStruct
 from .sparsemem import mem_maps
+from .s390x import S390xPageTables
 from .x86_64 import X86_64PageTables
 
 __all__ = ["CLASSES", "DL_CLASSES", "FilterResult", "FilterUnavailable", "filter_pages",
@@ -34,11 +37,13 @@ __all__ = ["CLASSES", "DL_CLASSES", "FilterResult", "FilterUnavailable", "filter
 
 #: kernels whose struct page the rules are verified on: [first, past the last)
 VERIFIED_KERNELS = ((4, 16), (6, 3))
+PAGE_TABLES = {"x86_64": X86_64PageTables, "s390x": S390xPageTables}
 
 
 @dataclass
 class FilterResult:
-    dumpable: bytes
+    #: one bit per page frame up to the highest RAM page: 32 MiB per TiB
+    dumpable: bytearray
     excluded: dict = field(default_factory=dict)  # class name -> pages
     sections: int = 0
     sections_skipped: int = 0
@@ -83,8 +88,9 @@ def filter_pages(read_phys: Callable[[int, int], bytes], fields: Mapping[str, st
     start = time.monotonic()
     if not fields:
         raise FilterUnavailable("the dump has no VMCOREINFO")
-    if arch != "x86_64":
-        raise FilterUnavailable(f"this version walks x86_64 page tables only, the dump is {arch}")
+    if arch not in PAGE_TABLES:
+        raise FilterUnavailable(f"this version walks x86_64 and s390x page tables only, "
+                                f"the dump is {arch}")
     version = kernel_version(fields)
     lo, hi = VERIFIED_KERNELS
     if not lo <= version < hi:
@@ -94,7 +100,7 @@ def filter_pages(read_phys: Callable[[int, int], bytes], fields: Mapping[str, st
     ps = PageStruct.from_vmcoreinfo(fields, big_endian, dump_level)
     ps.validate()
     ps_fields = ps.as_dict()
-    mmu = X86_64PageTables.from_vmcoreinfo(read_phys, fields)
+    mmu = PAGE_TABLES[arch].from_vmcoreinfo(read_phys, fields)
     max_mapnr = max((pfn + n for pfn, n in ram), default=0)
     dumpable = ram_bitmap(ram, max_mapnr)
     exclude = classifier(engine)
@@ -115,5 +121,5 @@ def filter_pages(read_phys: Callable[[int, int], bytes], fields: Mapping[str, st
             counts[i] += c
     if sections == 0:
         raise FilterUnavailable("no memory section of the dump has a struct page array")
-    return FilterResult(bytes(dumpable), dict(zip(CLASSES, counts)), sections, skipped,
+    return FilterResult(dumpable, dict(zip(CLASSES, counts)), sections, skipped,
                         time.monotonic() - start)

@@ -132,35 +132,31 @@ pub fn page_runs(segments: &[Segment], page_size: u64) -> Result<Vec<Run>, Strin
     Ok(runs)
 }
 
-/// The parts of `runs` whose bit is set in `dumpable` (a bitmap by pfn, LSB first):
-/// what is left of the RAM after page-class filtering, in the same order.
-pub fn dumpable_runs(runs: &[Run], dumpable: &[u8], page_size: u64) -> Vec<Run> {
-    let set = |pfn: u64| dumpable[(pfn >> 3) as usize] & (1 << (pfn & 7)) != 0;
-    let mut out = Vec::new();
-    for r in runs {
-        let mut pfn = r.pfn;
-        let end = r.pfn + r.count;
+/// Whether bit `pfn` of a bitmap by pfn (LSB first) is set; bits past its end are not.
+pub fn bit_set(bitmap: &[u8], pfn: u64) -> bool {
+    let i = (pfn >> 3) as usize;
+    i < bitmap.len() && bitmap[i] & (1 << (pfn & 7)) != 0
+}
+
+/// How many pages of `runs` have their bit set in `dumpable`: the descriptors a
+/// filtered dump has. Whole bytes are counted at once.
+pub fn count_dumpable(runs: &[(u64, u64)], dumpable: &[u8]) -> u64 {
+    let mut n = 0;
+    for &(first, count) in runs {
+        let (mut pfn, end) = (first, first + count);
         while pfn < end {
-            if !set(pfn) {
+            if pfn & 7 == 0 && end - pfn >= 8 {
+                n += dumpable
+                    .get((pfn >> 3) as usize)
+                    .map_or(0, |b| b.count_ones() as u64);
+                pfn += 8;
+            } else {
+                n += bit_set(dumpable, pfn) as u64;
                 pfn += 1;
-                continue;
             }
-            let start = pfn;
-            while pfn < end && set(pfn) {
-                pfn += 1;
-            }
-            let src = match &r.src {
-                Src::File(off) => Src::File(off + (start - r.pfn) * page_size),
-                other => other.clone(),
-            };
-            out.push(Run {
-                pfn: start,
-                count: pfn - start,
-                src,
-            });
         }
     }
-    out
+    n
 }
 
 /// `(first pfn, count)` of the runs, adjacent ones merged (for the bitmaps).
@@ -191,17 +187,16 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// For the RAM in `ram` of which the pages in `dumped` go into the dump.
+    /// For the RAM in `ram`, of which `ndesc` pages go into the dump.
     pub fn new(
         page_size: u64,
         notes_len: u64,
         ram: &[Run],
-        dumped: &[Run],
+        ndesc: u64,
         exclude_zero: bool,
     ) -> Layout {
         let ps = page_size;
         let max_mapnr = ram.last().map_or(0, |r| r.pfn + r.count);
-        let ndesc: u64 = dumped.iter().map(|r| r.count).sum();
         let sub_hdr_size = (SUB_HEADER_SIZE as u64 + notes_len).div_ceil(ps);
         let bitmap_blocks = 2 * max_mapnr.div_ceil(8 * ps);
         let desc_off = ps * (1 + sub_hdr_size + bitmap_blocks);
@@ -354,11 +349,12 @@ pub fn write_kdump(
         }
     }
     let exclude_zero = plan.dump_level & DL_EXCLUDE_ZERO != 0;
-    let ram = page_runs(&plan.segments, ps).map_err(CopyError::Invalid)?;
-    let runs = match &plan.dumpable {
-        None => ram.clone(),
+    let runs = page_runs(&plan.segments, ps).map_err(CopyError::Invalid)?;
+    let ram = pfn_ranges(&runs);
+    let ndesc = match &plan.dumpable {
+        None => runs.iter().map(|r| r.count).sum(),
         Some(bitmap) => {
-            let max_mapnr = ram.last().map_or(0, |r| r.pfn + r.count);
+            let max_mapnr = runs.last().map_or(0, |r| r.pfn + r.count);
             if (bitmap.len() as u64) < max_mapnr.div_ceil(8) {
                 return Err(CopyError::Invalid(format!(
                     "the dumpable bitmap has {} bytes, the RAM needs {}",
@@ -366,10 +362,10 @@ pub fn write_kdump(
                     max_mapnr.div_ceil(8)
                 )));
             }
-            dumpable_runs(&ram, bitmap, ps)
+            count_dumpable(&ram, bitmap)
         }
     };
-    let layout = Layout::new(ps, plan.notes.len() as u64, &ram, &runs, exclude_zero);
+    let layout = Layout::new(ps, plan.notes.len() as u64, &runs, ndesc, exclude_zero);
     let limit = opts
         .base
         .checked_add(opts.limit)
@@ -411,8 +407,9 @@ pub fn write_kdump(
     let out = pipeline::run(
         &pipeline::Job {
             src_fd,
-            ram: &pfn_ranges(&ram),
+            ram: &ram,
             runs: &runs,
+            dumpable: plan.dumpable.as_deref(),
             layout: &layout,
             info: &info,
             notes: &plan.notes,

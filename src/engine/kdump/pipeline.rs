@@ -46,8 +46,11 @@ pub struct Job<'a> {
     pub src_fd: RawFd,
     /// the RAM `(first pfn, count)`: the 1st bitmap
     pub ram: &'a [(u64, u64)],
-    /// the pages to dump, in pfn order: the 2nd bitmap, the descriptors and the data
+    /// the RAM pages in pfn order and where they come from
     pub runs: &'a [Run],
+    /// page-class filtering: only the pages with their bit set here are dumped (the
+    /// 2nd bitmap is the 1st and this); `None`: all of them
+    pub dumpable: Option<&'a [u8]>,
     pub layout: &'a Layout,
     pub info: &'a HeaderInfo,
     pub notes: &'a [u8],
@@ -131,14 +134,18 @@ pub fn run(
     let mut data =
         Stream::new(job.base + l.data_off, DATA_BUF, sink.align).map_err(CopyError::Os)?;
     meta.append(sink, &header::encode_sub_header(job.info, job.notes))?;
-    let dumped = super::pfn_ranges(job.runs);
     let half_bytes = (l.bitmap_blocks / 2 * l.page_size) as usize;
     let mut window = vec![0u8; BITMAP_WINDOW.min(half_bytes.max(1))];
-    for ranges in [job.ram, &dumped[..]] {
+    for second in [false, true] {
         let mut at = 0usize;
         while at < half_bytes {
             let n = window.len().min(half_bytes - at);
-            bitmap::fill_window(ranges, 8 * at as u64, &mut window[..n]);
+            bitmap::fill_window(job.ram, 8 * at as u64, &mut window[..n]);
+            if let (true, Some(dumpable)) = (second, job.dumpable) {
+                for (i, b) in window[..n].iter_mut().enumerate() {
+                    *b &= dumpable.get(at + i).copied().unwrap_or(0);
+                }
+            }
             meta.append(sink, &window[..n])?;
             at += n;
         }
@@ -276,6 +283,16 @@ fn reader_thread(
         while filled < job.batch_pages && ri < job.runs.len() {
             let run = &job.runs[ri];
             let pfn = run.pfn + pi;
+            // filtered out: no descriptor, no data, not even read
+            let keep = |p: u64| job.dumpable.is_none_or(|bm| super::bit_set(bm, p));
+            if !keep(pfn) {
+                pi += 1;
+                if pi == run.count {
+                    ri += 1;
+                    pi = 0;
+                }
+                continue;
+            }
             if hsa_pending && pfn >= job.hsa_pfn {
                 hsa_pending = false;
                 signal_hsa(sh);
@@ -286,6 +303,9 @@ fn reader_thread(
             let mut n = ((job.batch_pages - filled) as u64).min(run.count - pi);
             if hsa_pending {
                 n = n.min(job.hsa_pfn - pfn);
+            }
+            if job.dumpable.is_some() {
+                n = (1..n).find(|&k| !keep(pfn + k)).unwrap_or(n);
             }
             let dst = &mut buf[filled * ps as usize..(filled + n as usize) * ps as usize];
             let r = match &run.src {

@@ -398,39 +398,11 @@ fn filtered_pages_leave_the_2nd_bitmap_and_the_data_only() {
 }
 
 #[test]
-fn dumpable_runs_split_file_runs_and_keep_their_offsets() {
-    let runs = vec![
-        Run {
-            pfn: 0,
-            count: 10,
-            src: Src::File(4096),
-        },
-        Run {
-            pfn: 10,
-            count: 2,
-            src: Src::Zero,
-        },
-    ];
-    let bitmap = [0b1110_0110u8, 0b0000_1001];
-    let got = dumpable_runs(&runs, &bitmap, PS as u64);
+fn count_dumpable_counts_set_bits_inside_the_runs() {
+    let bitmap = [0b1110_0110u8, 0xFF, 0b0000_1001];
+    assert_eq!(count_dumpable(&[(0, 24)], &bitmap), 5 + 8 + 2);
     assert_eq!(
-        got,
-        vec![
-            Run {
-                pfn: 1,
-                count: 2,
-                src: Src::File(4096 + PS as u64)
-            },
-            Run {
-                pfn: 5,
-                count: 4,
-                src: Src::File(4096 + 5 * PS as u64)
-            },
-            Run {
-                pfn: 11,
-                count: 1,
-                src: Src::Zero
-            },
-        ]
+        count_dumpable(&[(1, 2), (9, 3), (16, 8), (30, 5)], &bitmap),
+        2 + 3 + 2
     );
 }
