@@ -2,6 +2,7 @@
 """Compressed capture (`zfcpdump dump --compress`) vs makedumpfile and vs the raw capture.
 
     python benches/bench_compress.py [--size-mib 256] [--runs 5] [--workdir DIR]
+    python benches/bench_compress.py --vmcore VMCORE --dump-level 31 [--runs 5]
 
 Input: one x86_64 ELF core (makedumpfile reads only its own architecture, interop.md
 §4), memory made of real file bytes from /usr (binaries, libraries, text; like the
@@ -16,6 +17,10 @@ Targets (`--target`):
   partitions). `--throttle-mibs N` caps the loop device's writes at N MiB/s for the
   benchmark process (cgroup v1 blkio.throttle.write_bps_device, or v2 io.max): a disk
   of that speed, e.g. 300 MiB/s as the FCP LUNs of performance.md §1.
+
+`--vmcore` takes a real x86_64 ELF vmcore (with VMCOREINFO) instead of the generated
+memory, and `--dump-level N` runs ours and makedumpfile at that level; above 1 the
+page-class walk alone is timed too, with the Rust and the pure-Python classifier.
 
 Runs are interleaved (every command once per round, order rotated by round). Reports
 median, min and max of `--runs` runs for each command, throughput over the memory size,
@@ -190,6 +195,36 @@ def run_ours(vmcore: str, target, extra: list[str]) -> tuple[float, int]:
     return dt, size
 
 
+def memory_size(vmcore: str) -> int:
+    """Bytes of memory in an ELF vmcore's PT_LOADs (for MiB/s)."""
+    from zfcpdump.readers.elf import read_elf
+
+    fd = os.open(vmcore, os.O_RDONLY)
+    try:
+        return sum(c.size for c in read_elf(fd, os.fstat(fd).st_size).chunks)
+    finally:
+        os.close(fd)
+
+
+def run_walk(vmcore: str, dump_level: int, engine: str) -> tuple[float, int]:
+    """The page-class walk alone (pagefilter.filter_pages), as the capture runs it."""
+    from zfcpdump.formats import kdump_layout as K
+    from zfcpdump.pagefilter import filter_pages
+    from zfcpdump.readers.elf import read_elf
+
+    fd = os.open(vmcore, os.O_RDONLY)
+    try:
+        t0 = time.perf_counter()
+        dump = read_elf(fd, os.fstat(fd).st_size)
+        ram = K.pfn_ranges(K.page_runs([(c.start, 0, c.size) for c in dump.chunks], PAGE))
+        res = filter_pages(dump.read_phys, dump.vmcoreinfo_fields(), arch=dump.arch,
+                           big_endian=dump.byteorder == "big", page_size=PAGE, ram=ram,
+                           dump_level=dump_level, engine=engine)
+        return time.perf_counter() - t0, len(res.dumpable)
+    finally:
+        os.close(fd)
+
+
 def kdump_size(image: str, part_start: int) -> int:
     """Exact size of the kdump file in the partition: end of the last page's data."""
     with open(image, "rb") as f:
@@ -232,16 +267,24 @@ def main() -> int:
     ap.add_argument("--zero-percent", type=int, default=25,
                     help="share of zero pages in the generated memory (default 25)")
     ap.add_argument("--no-makedumpfile", action="store_true")
+    ap.add_argument("--vmcore", help="an x86_64 ELF vmcore to use instead of generated memory")
+    ap.add_argument("--dump-level", type=int, default=1,
+                    help="makedumpfile dump level for ours and makedumpfile (default 1)")
     args = ap.parse_args()
     if args.throttle_mibs and args.target != "loop":
         ap.error("--throttle-mibs needs --target loop")
     work = args.workdir or tempfile.mkdtemp(prefix="bench_compress.")
     os.makedirs(work, exist_ok=True)
-    vmcore = os.path.join(work, f"x86-z{args.zero_percent}.elf")
-    mem = args.size_mib * MIB
-    if not os.path.exists(vmcore) or os.path.getsize(vmcore) != mem + 2 * PAGE:
-        write_x86_core(vmcore, mem, args.zero_percent)
-    part_size = mem + 80 * MIB
+    if args.vmcore:
+        vmcore = args.vmcore
+        mem = memory_size(vmcore)
+    else:
+        vmcore = os.path.join(work, f"x86-z{args.zero_percent}.elf")
+        mem = args.size_mib * MIB
+        if not os.path.exists(vmcore) or os.path.getsize(vmcore) != mem + 2 * PAGE:
+            write_x86_core(vmcore, mem, args.zero_percent)
+    lvl = args.dump_level
+    part_size = (os.path.getsize(vmcore) // MIB + 80) * MIB
     target = (LoopTarget(work, part_size, args.throttle_mibs) if args.target == "loop"
               else FileTarget(work, part_size))
     have_md = (shutil.which("makedumpfile") is not None and not args.no_makedumpfile
@@ -250,15 +293,20 @@ def main() -> int:
     RAW = "raw capture (ELF copy)"
     cases: list[tuple[str, callable]] = [(RAW, lambda: run_ours(vmcore, target, []))]
     for algo in args.algos.split(","):
-        cases.append((f"ours --compress {algo} -d1",
-                      lambda a=algo: run_ours(vmcore, target, ["--compress", a])))
+        cases.append((f"ours --compress {algo} -d{lvl}",
+                      lambda a=algo: run_ours(vmcore, target, ["--compress", a,
+                                                               "--dump-level", str(lvl)])))
+    if lvl & 30:
+        for engine in ("rust", "python"):
+            cases.append((f"page walk -d{lvl}, {engine}",
+                          lambda e=engine: run_walk(vmcore, lvl, e)))
     if have_md:
         out = os.path.join(work, "md.kdump")
         # (-p, snappy, and -z, zstd, are disabled in Debian's build: they would silently
         # write an uncompressed dump)
-        for flags in (["-d", "1"], ["-c", "-d", "1"], ["-l", "-d", "1"],
-                      ["-c", "-d", "1", "--num-threads", "1"],
-                      ["-l", "-d", "1", "--num-threads", "1"]):
+        d = ["-d", str(lvl)]
+        for flags in (d, ["-c", *d], ["-l", *d], ["-c", *d, "--num-threads", "1"],
+                      ["-l", *d, "--num-threads", "1"]):
             cases.append(("makedumpfile " + " ".join(flags),
                           lambda f=flags: run_makedumpfile(vmcore, out, f)))
     times: dict[str, list[float]] = {name: [] for name, _ in cases}
@@ -275,9 +323,11 @@ def main() -> int:
     finally:
         target.close()
 
-    print(f"input: x86_64 core, {args.size_mib} MiB memory (real /usr file bytes, "
-          f"{args.zero_percent}% zero pages), "
-          f"{args.runs} interleaved runs, {os.cpu_count()} CPUs")
+    what = (f"{vmcore} ({mem // MIB} MiB memory)" if args.vmcore else
+            f"x86_64 core, {args.size_mib} MiB memory (real /usr file bytes, "
+            f"{args.zero_percent}% zero pages)")
+    print(f"input: {what}, dump level {lvl}, {args.runs} interleaved runs, "
+          f"{os.cpu_count()} CPUs")
     print(f"target: {target.description}")
     print(f"{'command':40} {'median s':>9} {'min':>7} {'max':>7} {'MiB/s':>7} {'out MiB':>8} {'ratio':>6}")
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -292,18 +342,20 @@ def main() -> int:
                   f"({min(speed):.2f}-{max(speed):.2f}), size {sizes[a] / sizes[b]:.3f}")
 
     print("pairs, round by round (speed = their time / ours: median (min-max); size = ours / theirs):")
-    pair("ours --compress zlib -d1", "makedumpfile -c -d 1")
-    pair("ours --compress zlib -d1", "makedumpfile -c -d 1 --num-threads 1")
-    pair("ours --compress none -d1", "makedumpfile -d 1")
-    pair("ours --compress zstd -d1", "makedumpfile -l -d 1")
-    pair("ours --compress zstd -d1", "makedumpfile -c -d 1")
-    pair("ours --compress snappy -d1", "makedumpfile -l -d 1")
+    pair(f"ours --compress zlib -d{lvl}", f"makedumpfile -c -d {lvl}")
+    pair(f"ours --compress zlib -d{lvl}", f"makedumpfile -c -d {lvl} --num-threads 1")
+    pair(f"ours --compress none -d{lvl}", f"makedumpfile -d {lvl}")
+    pair(f"ours --compress zstd -d{lvl}", f"makedumpfile -l -d {lvl}")
+    pair(f"ours --compress zstd -d{lvl}", f"makedumpfile -c -d {lvl}")
+    pair(f"ours --compress snappy -d{lvl}", f"makedumpfile -l -d {lvl}")
     for algo in args.algos.split(","):
-        pair(f"ours --compress {algo} -d1", RAW)
+        pair(f"ours --compress {algo} -d{lvl}", RAW)
+    pair(f"page walk -d{lvl}, rust", f"page walk -d{lvl}, python")
     if have_md:
         md = [k for k in times if k.startswith("makedumpfile") and ("-c" in k or "-l" in k)]
         best = min(md, key=lambda k: med[k])
-        ours = min((k for k in times if k.startswith("ours") and "none" not in k), key=lambda k: med[k])
+        ours = min((k for k in times if k.startswith("ours") and "none" not in k),
+                   key=lambda k: med[k])
         speed = [tb / ta for ta, tb in zip(times[ours], times[best])]
         print(f"fastest compressed: ours {ours!r} {med[ours]:.3f}s vs makedumpfile's best "
               f"{best!r} {med[best]:.3f}s: x{statistics.median(speed):.2f} "

@@ -188,6 +188,25 @@ def test_compress_bench_smoke_file(tmp_path):
         assert "fastest compressed: ours" in out
 
 
+def test_compress_bench_smoke_filtered_real_layout(tmp_path):
+    """--vmcore with a synthetic x86_64 kernel (real page tables and struct pages; too
+    little VMCOREINFO for makedumpfile, which the e2e test compares with) and
+    --dump-level 31: the filtered captures, the walk with both classifiers, and their
+    ratio are reported; the filtered dump is far smaller than the memory."""
+    from kernelmem import KernelCore
+
+    vmcore = tmp_path / "kernel.elf"
+    KernelCore.build().write(vmcore)
+    out = _run_compress_bench(tmp_path, "--vmcore", str(vmcore), "--dump-level", "31",
+                              "--algos", "zstd", "--no-makedumpfile")
+    rows = {line[:40].strip(): line.split() for line in out.splitlines()
+            if line.startswith(("ours ", "page walk "))}
+    assert "dump level 31" in out.splitlines()[0], out
+    assert float(rows["ours --compress zstd -d31"][-1]) < 0.5, out  # size / memory
+    assert {"page walk -d31, rust", "page walk -d31, python"} <= rows.keys(), out
+    assert "page walk -d31, rust vs page walk -d31, python: speed x" in out
+
+
 @pytest.mark.root
 @pytest.mark.skipif(not (IS_ROOT and HAVE_LOSETUP), reason="needs root and losetup for a loop device")
 def test_compress_bench_smoke_loop(tmp_path):

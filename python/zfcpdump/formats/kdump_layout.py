@@ -107,7 +107,7 @@ def count_dumpable(ranges: Sequence[tuple[int, int]], dumpable: bytes) -> int:
         while pfn < end:
             if not pfn & 7 and end - pfn >= 8:
                 whole = (end - pfn) // 8
-                n += sum(bin(b).count("1") for b in dumpable[pfn >> 3 : (pfn >> 3) + whole])
+                n += int.from_bytes(dumpable[pfn >> 3 : (pfn >> 3) + whole], "little").bit_count()
                 pfn += 8 * whole
             else:
                 n += bit_set(dumpable, pfn)
