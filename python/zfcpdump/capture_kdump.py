@@ -36,12 +36,12 @@ from . import engine as engines
 from . import pagefilter
 from .capture import (Capture, CaptureOptions, CaptureResult, Console, copy_table,
                       read_hsa_size)
-from .errors import DiskRefused, DumpFailed
+from .errors import DiskRefused, DumpFailed, ZfcpdumpError
 from .formats import elf_notes as N
 from .formats import kdump_layout as K
 from .progress import mib
 from .readers.elf import ElfCore, PT_NOTE, memory_chunks, read_elf
-from .model import FileSpan, vmcoreinfo_fields
+from .model import Dump, FileSpan, vmcoreinfo_fields
 
 COMPRESSIONS = ("zstd", "zlib", "lzo", "snappy", "none")
 
@@ -102,7 +102,17 @@ class KdumpPlan:
                     page_size=self.page_size)
 
 
-def build_plan(src_fd: int, core: ElfCore, vmcore_size: int, *, now: Optional[float] = None) -> KdumpPlan:
+def read_memory(src_fd: int, vmcore_size: int) -> Optional[Dump]:
+    """The vmcore's memory model for the utsname and the page walk (parsed once), or
+    None if it cannot be built: both are best effort, the capture reads the segments."""
+    try:
+        return read_elf(src_fd, vmcore_size)
+    except (ZfcpdumpError, OSError, ValueError, struct.error):
+        return None
+
+
+def build_plan(src_fd: int, core: ElfCore, memory: Optional[Dump], *,
+               now: Optional[float] = None) -> KdumpPlan:
     """Memory segments, notes and header fields of an ELF core."""
     notes = b"".join(os.pread(src_fd, ph.filesz, ph.offset) for ph in core.phdrs
                      if ph.type == PT_NOTE and ph.filesz)
@@ -112,13 +122,12 @@ def build_plan(src_fd: int, core: ElfCore, vmcore_size: int, *, now: Optional[fl
     nr_cpus = sum(1 for n in N.iter_notes(notes, core.byteorder) if n.type == N.NT_PRSTATUS
                   and n.name in (b"CORE", b"LINUX"))
     uts: dict[str, str] = {}
-    if text:
-        try:
-            from .readers.enrich import utsname_from_memory
+    if text and memory is not None:
+        from .readers.enrich import utsname_from_memory
 
-            dump = read_elf(src_fd, vmcore_size)
-            uts = utsname_from_memory(dump, text) or {}
-        except Exception:  # best effort: the header falls back on VMCOREINFO
+        try:
+            uts = utsname_from_memory(memory, text) or {}
+        except (OSError, ValueError, struct.error):  # the header falls back on VMCOREINFO
             uts = {}
     utsname = [
         "Linux",  # libkdumpfile needs exactly this to set up the architecture
@@ -147,18 +156,18 @@ def class_names(dump_level: int) -> str:
                                       (16, "free")) if dump_level & bit)
 
 
-def page_filter(src_fd: int, core: ElfCore, vmcore_size: int, plan: KdumpPlan,
-                dump_level: int, engine: str
-                ) -> tuple[int, Optional[pagefilter.FilterResult], Optional[str]]:
+def page_filter(core: ElfCore, memory: Optional[Dump], plan: KdumpPlan, dump_level: int,
+                engine: str) -> tuple[int, Optional[pagefilter.FilterResult], Optional[str]]:
     """(dump level applied, the walk's result or None, WARNING or None). A walk that
     cannot be done, or fails, leaves every RAM page in the dump, never fewer."""
     zero = dump_level & K.DL_EXCLUDE_ZERO
     if not dump_level & pagefilter.DL_CLASSES:
         return zero, None, None
     try:
+        if memory is None:
+            raise pagefilter.FilterUnavailable("the vmcore's memory cannot be read as a model")
         ram = K.pfn_ranges(K.page_runs(plan.segments, plan.page_size))
-        dump = read_elf(src_fd, vmcore_size)
-        res = pagefilter.filter_pages(dump.read_phys, plan.fields, arch=core.arch,
+        res = pagefilter.filter_pages(memory.read_phys, plan.fields, arch=core.arch,
                                       big_endian=plan.big_endian, page_size=plan.page_size,
                                       ram=ram, dump_level=dump_level, engine=engine)
     except pagefilter.FilterUnavailable as exc:
@@ -197,9 +206,10 @@ class KdumpCapture(Capture):
         c.out(f" partition: {part.name}")
         hsa_size = read_hsa_size(o.zcore_dir)
         copy_table(core, vmcore_size, hsa_size)  # the same HSA checks as the raw capture
-        plan = build_plan(src_fd, core, vmcore_size)
-        level_applied, filtered, warning = page_filter(src_fd, core, vmcore_size, plan,
-                                                       o.dump_level, o.engine)
+        memory = read_memory(src_fd, vmcore_size)
+        plan = build_plan(src_fd, core, memory)
+        level_applied, filtered, warning = page_filter(core, memory, plan, o.dump_level,
+                                                       o.engine)
         if warning:
             c.err(f"WARNING: {warning}")
         if filtered is not None:
