@@ -382,19 +382,22 @@ fn page_struct(d: &Bound<'_, PyDict>) -> PyResult<PageStruct> {
 
 /// Classify the `struct page`s of one mem_map piece; see `_core.pyi`.
 #[pyfunction]
+#[pyo3(signature = (memmap, first_pfn, page_struct_fields, dump_level, dumpable, npages = None))]
 fn exclude_pages(
     memmap: &[u8],
     first_pfn: u64,
     page_struct_fields: &Bound<'_, PyDict>,
     dump_level: u32,
     dumpable: &Bound<'_, PyByteArray>,
+    npages: Option<usize>,
 ) -> PyResult<[u64; 6]> {
     let ps = page_struct(page_struct_fields)?;
     let mut counts = [0u64; 6];
     // SAFETY: the GIL is held for the whole call and no Python code runs during it,
     // so nothing else can resize or read the bytearray meanwhile.
     let bitmap = unsafe { dumpable.as_bytes_mut() };
-    pageclass::exclude_pages(memmap, first_pfn, &ps, dump_level, bitmap, &mut counts);
+    let n = npages.unwrap_or(usize::MAX);
+    pageclass::exclude_pages(memmap, first_pfn, n, &ps, dump_level, bitmap, &mut counts);
     Ok(counts)
 }
 

@@ -382,7 +382,7 @@ def test_disk_too_small_fails_cleanly_within_dump_size(tmp_path, engine, capsys)
         open_dump(f"{disk}:1")
 
 
-@pytest.mark.parametrize("extra", [[], ["--mmap"]], ids=["read", "mmap"])
+@pytest.mark.parametrize("extra", [["--no-mmap"], ["--mmap"]], ids=["read", "mmap"])
 def test_hsa_pages_first_then_released(tmp_path, make_vmcore, extra):
     vmcore, size = make_vmcore(ranges=[(0, 8 * MIB), (16 * MIB, 4 * MIB)])
     disk = prepared_image(tmp_path, size + MIB)
@@ -408,7 +408,7 @@ def test_mmap_reader_writes_the_same_partition(tmp_path, make_vmcore):
             return hashlib.sha256(f.read(sb.dump_size - PAGE)).hexdigest()
 
     images = []
-    for engine, extra in [("rust", []), ("rust", ["--mmap"]), ("python", ["--mmap"])]:
+    for engine, extra in [("rust", ["--no-mmap"]), ("rust", ["--mmap"]), ("python", ["--mmap"])]:
         disk = prepared_image(tmp_path, size + 2 * MIB, name=f"d{len(images)}.img")
         zcore = tmp_path / f"zcore{len(images)}"
         zcore.mkdir()

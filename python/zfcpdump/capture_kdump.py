@@ -36,7 +36,7 @@ from . import engine as engines
 from . import pagefilter
 from .capture import (Capture, CaptureOptions, CaptureResult, Console, copy_table,
                       read_hsa_size)
-from .errors import DiskRefused, DumpFailed, ZfcpdumpError
+from .errors import DiskRefused, DumpFailed
 from .formats import elf_notes as N
 from .formats import kdump_layout as K
 from .progress import mib
@@ -107,7 +107,7 @@ def read_memory(src_fd: int, vmcore_size: int) -> Optional[Dump]:
     None if it cannot be built: both are best effort, the capture reads the segments."""
     try:
         return read_elf(src_fd, vmcore_size)
-    except (ZfcpdumpError, OSError, ValueError, struct.error):
+    except Exception:  # noqa: BLE001 - the capture reports a bad vmcore itself
         return None
 
 
@@ -127,7 +127,7 @@ def build_plan(src_fd: int, core: ElfCore, memory: Optional[Dump], *,
 
         try:
             uts = utsname_from_memory(memory, text) or {}
-        except (OSError, ValueError, struct.error):  # the header falls back on VMCOREINFO
+        except Exception:  # noqa: BLE001 - best effort: the header falls back on VMCOREINFO
             uts = {}
     utsname = [
         "Linux",  # libkdumpfile needs exactly this to set up the architecture
@@ -172,8 +172,8 @@ def page_filter(core: ElfCore, memory: Optional[Dump], plan: KdumpPlan, dump_lev
                                       ram=ram, dump_level=dump_level, engine=engine)
     except pagefilter.FilterUnavailable as exc:
         why = str(exc)
-    except (OSError, ValueError, struct.error, IndexError) as exc:
-        why = f"the page walk failed: {exc}"
+    except Exception as exc:  # noqa: BLE001 - any failure of the walk keeps every page
+        why = f"the page walk failed: {type(exc).__name__}: {exc}"
     else:
         return dump_level & 31, res, None
     return zero, None, (f"--dump-level {dump_level}: excluding {class_names(dump_level)} pages "

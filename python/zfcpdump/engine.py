@@ -9,6 +9,8 @@ same bytes and digests, and raise the same :class:`EngineIOError`.
 
 from __future__ import annotations
 
+import os
+
 import sys
 from typing import Any, Callable
 
@@ -55,6 +57,14 @@ def rust_available() -> bool:
 def default_engine() -> str:
     """Return "rust" when the native module is there, else "python"."""
     return "rust" if rust_available() else "python"
+
+
+def default_mmap() -> bool:
+    """Whether the rust engine reads through mmap windows unless told (--mmap/--no-mmap):
+    yes but on s390x (performance.md §2.3: proven in the x86_64 dump kernel of the
+    end-to-end test, 1.4x faster there than read(); never run in an s390 one, where
+    upstream zfcpdump left mmap for read() in 2024)."""
+    return os.uname().machine != "s390x"
 
 
 def get_engine(name: str = "rust", *, fallback: bool = True) -> Engine:

@@ -17,6 +17,9 @@ pub const DL_EXCLUDE_CACHE_PRIVATE: u32 = 4;
 pub const DL_EXCLUDE_USER: u32 = 8;
 pub const DL_EXCLUDE_FREE: u32 = 16;
 
+/// Larger `SIZE(page)` values are refused: struct page is 56 to 80 bytes in practice.
+pub const MAX_STRUCT_PAGE: usize = 512;
+
 /// Index of each class in [`Counts`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
@@ -62,10 +65,20 @@ pub struct PageStruct {
 }
 
 impl PageStruct {
-    /// The fields this loop reads must lie inside one `struct page`.
+    /// The fields this loop reads must lie inside one `struct page`, and the numbers
+    /// must be possible ones (a corrupted VMCOREINFO must not steer the loop).
     pub fn validate(&self) -> Result<(), String> {
-        if self.size == 0 {
-            return Err("SIZE(page) is 0".into());
+        if self.size == 0 || self.size > MAX_STRUCT_PAGE {
+            return Err(format!(
+                "SIZE(page)={} is not a struct page size (1-{MAX_STRUCT_PAGE})",
+                self.size
+            ));
+        }
+        if self.max_order == 0 || self.max_order > 64 {
+            return Err(format!(
+                "LENGTH(zone.free_area)={} is not a number of buddy orders (1-64)",
+                self.max_order
+            ));
         }
         let fits = |name: &str, off: Option<usize>, width: usize| match off {
             Some(o) if o + width > self.size => Err(format!(
@@ -149,19 +162,22 @@ fn clear_range(bitmap: &mut [u8], lo: u64, hi: u64) -> u64 {
     cleared
 }
 
-/// Classify the `struct page`s in `memmap` (the array for pfns `first_pfn..`, as many
-/// whole entries as it holds) and clear the bits of the excluded pages in `dumpable`
-/// (a bitmap by pfn, LSB first, with the RAM pages set). Pages whose bit is already
-/// clear are not looked at: holes, and pages an earlier block exclusion covered.
+/// Classify the first `npages` `struct page`s in `memmap` (the array for pfns
+/// `first_pfn..`; `memmap` may hold one more, which a compound head at the end reads
+/// its order from) and clear the bits of the excluded pages in `dumpable` (a bitmap
+/// by pfn, LSB first, with the RAM pages set). Pages whose bit is already clear are
+/// not looked at: holes, and pages an earlier block exclusion covered.
 pub fn exclude_pages(
     memmap: &[u8],
     first_pfn: u64,
+    npages: usize,
     ps: &PageStruct,
     dump_level: u32,
     dumpable: &mut [u8],
     counts: &mut Counts,
 ) {
-    let n = memmap.len() / ps.size;
+    let whole = memmap.len() / ps.size;
+    let n = npages.min(whole);
     let buddy = match (ps.buddy_mapcount, ps.mapcount, ps.private) {
         (Some(v), Some(_), Some(_)) if dump_level & DL_EXCLUDE_FREE != 0 => Some(v),
         _ => None,
@@ -183,7 +199,7 @@ pub fn exclude_pages(
             continue; // a tail page: excluded with its head, or kept with it
         }
         let (mut order, mut dtor) = (0u64, 0u64);
-        if flags & ps.pg_head_mask != 0 && i + 1 < n {
+        if flags & ps.pg_head_mask != 0 && i + 1 < whole {
             let next = &memmap[(i + 1) * ps.size..(i + 2) * ps.size];
             order = ps.compound_order.map_or(0, |o| next[o] as u64);
             dtor = ps.compound_dtor.map_or(0, |o| next[o] as u64);
@@ -296,7 +312,7 @@ mod tests {
         let mm = memmap(pages);
         let mut bm = vec![0xFFu8; pages.len().div_ceil(8)];
         let mut counts = [0; 6];
-        exclude_pages(&mm, 0, &layout(), level, &mut bm, &mut counts);
+        exclude_pages(&mm, 0, pages.len(), &layout(), level, &mut bm, &mut counts);
         (bm, counts)
     }
 
@@ -428,7 +444,7 @@ mod tests {
         let mm = memmap(&pages);
         let mut bm = vec![0b1111_1011u8]; // pfn 2 is a hole
         let mut counts = [0; 6];
-        exclude_pages(&mm, 0, &layout(), 16, &mut bm, &mut counts);
+        exclude_pages(&mm, 0, 8, &layout(), 16, &mut bm, &mut counts);
         assert_eq!(bm, vec![0]);
         assert_eq!(counts[Class::Free as usize], 7);
     }
@@ -442,15 +458,48 @@ mod tests {
         mm[24..32].copy_from_slice(&0x1000u64.to_be_bytes());
         let mut bm = vec![1u8];
         let mut counts = [0; 6];
-        exclude_pages(&mm, 0, &ps, 2, &mut bm, &mut counts);
+        exclude_pages(&mm, 0, 1, &ps, 2, &mut bm, &mut counts);
         assert_eq!((bm[0], counts[1]), (0, 1));
     }
 
     #[test]
-    fn validate_rejects_offsets_outside_the_struct() {
+    fn validate_rejects_offsets_outside_the_struct_and_impossible_numbers() {
         let mut ps = layout();
         assert!(ps.validate().is_ok());
         ps.mapping = 60;
         assert!(ps.validate().unwrap_err().contains("page.mapping"));
+        let mut ps = layout();
+        ps.size = 4096;
+        assert!(ps.validate().unwrap_err().contains("SIZE(page)"));
+        let mut ps = layout();
+        ps.max_order = 65;
+        assert!(ps.validate().unwrap_err().contains("free_area"));
+    }
+
+    #[test]
+    fn only_npages_are_classified_and_the_next_one_gives_the_order() {
+        // a THP head as the last classified page: its order comes from the extra page
+        let mut pages: Vec<Page> = (0..5).map(|_| page()).collect();
+        pages[2] = Page {
+            mapcount: -129i32 as u32,
+            ..page()
+        };
+        pages[4] = Page {
+            flags: 1 << 16,
+            mapping: 0x1001,
+            ..page()
+        };
+        let mut extra = page();
+        extra.order = 2;
+        extra.head = 0x1001;
+        pages.push(extra);
+        let mm = memmap(&pages);
+        let mut bm = vec![0xFFu8; 2];
+        let mut counts = [0; 6];
+        exclude_pages(&mm, 0, 2, &layout(), 31, &mut bm, &mut counts);
+        assert_eq!(bm, vec![0xFF, 0xFF], "pfn 2 is past npages");
+        exclude_pages(&mm[64 * 4..], 4, 1, &layout(), 8, &mut bm, &mut counts);
+        assert_eq!(bm, vec![0x0F, 0xFF]);
+        assert_eq!(counts[Class::User as usize], 4);
     }
 }

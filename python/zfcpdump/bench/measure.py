@@ -96,8 +96,8 @@ def _worker(spec: dict) -> None:
                 "--buffer-size", str(spec["buffer_size"]), "--queue-depth", str(spec["queue_depth"]),
                 "--progress-interval", "1e9", "--zcore-dir", "/nonexistent/zfcpdump-bench",
                 "--direct", spec.get("direct", "auto"), "--io-engine", spec.get("io_engine", "threads")]
-        if spec.get("mmap"):
-            argv.append("--mmap")
+        if spec.get("mmap") is not None:  # None: the command's default
+            argv.append("--mmap" if spec["mmap"] else "--no-mmap")
         if spec.get("block_size"):
             argv += ["--block-size", str(spec["block_size"])]
         argv.append(spec["disk"])
@@ -110,7 +110,7 @@ def _worker(spec: dict) -> None:
             sys.stderr.write(out.getvalue() + err.getvalue())
             sys.exit(rc)
     else:  # "copy": engine copy_ranges with sync=True
-        from ..engine import get_engine
+        from ..engine import default_mmap, get_engine
 
         eng = get_engine(spec["engine"])
         src = os.open(spec["src"], os.O_RDONLY | os.O_CLOEXEC)
@@ -125,7 +125,8 @@ def _worker(spec: dict) -> None:
                                   queue_depth=spec["queue_depth"], block_size=spec["block_size"],
                                   digest=False, sync=True,
                                   io_engine=spec.get("io_engine", "threads"),
-                                  mmap=bool(spec.get("mmap")))
+                                  mmap=default_mmap() if spec.get("mmap") is None
+                                  else spec["mmap"])
             t = time.perf_counter() - t0
             assert res.bytes_copied == spec["length"], res.bytes_copied
         finally:
@@ -155,10 +156,12 @@ def capture_methods(vmcore: str, vmcore_size: int, target: Target, *, buffer_siz
     n_dio = n // target.block_size * target.block_size
     area, off = target.area, target.offset
     ms: list[Method] = []
-    # (row suffix, options, io_engine, mmap): the rust engine three times, its default,
-    # native AIO and mmap reads, so that the choice of default stays measured
-    default = ("", "", "threads", False)
-    rust = (default, ("-aio", " --io-engine aio", "aio", False), ("-mmap", " --mmap", "threads", True))
+    # (row suffix, options, io_engine, mmap): the rust engine three times, its default
+    # (mmap windows but on s390x), native AIO and read(), so that the choice of default
+    # stays measured; mmap None: the command's default
+    default = ("", "", "threads", None)
+    rust = (default, ("-aio", " --io-engine aio", "aio", None),
+            ("-read", " --no-mmap", "threads", False))
     variants = [(eng, *v) for eng in engines for v in (rust if eng == "rust" else (default,))]
     for eng, suffix, options, io, mmap in variants:
         if target.prepared:

@@ -14,9 +14,10 @@ from ..errors import EXIT_OK, EXIT_USAGE, DiskRefused
 
 HELP = """\
 Time, on TARGET and for the same number of bytes:
-  capture-rust / capture-python  zfcpdump's capture (rust and pure-Python engines)
+  capture-rust / capture-python  zfcpdump's capture (rust and pure-Python engines,
+                                 their defaults)
   capture-rust-aio               the rust engine with --io-engine aio
-  capture-rust-mmap              the rust engine with --mmap
+  capture-rust-read              the rust engine with --no-mmap (read())
   ref-dd-64k, ref-fio-64k        s390-tools zfcpdump's pattern: 64 KiB buffered
                                  writes, then one fsync
   limit-dd-4m, limit-fio         the device's own O_DIRECT limit (dd bs=4M QD1;

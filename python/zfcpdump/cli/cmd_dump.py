@@ -10,7 +10,7 @@ import time
 from typing import Callable, Optional
 
 from ..capture import Capture, CaptureOptions, Console, release_signals
-from ..engine import default_engine
+from ..engine import default_engine, default_mmap
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE, ZfcpdumpError
 from . import dumpkernel
 
@@ -63,12 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "threads each reading and writing) or aio (one thread, Linux native "
                    "AIO, writes reach the disk in order; O_DIRECT without --verify only; "
                    "compare both on your disk with `zfcpdump bench`)")
-    p.add_argument("--mmap", action="store_true",
-                   help="rust engine: read the vmcore through mmap windows instead of "
+    p.add_argument("--mmap", action=argparse.BooleanOptionalAction, default=None,
+                   help="rust engine: read the vmcore through 4 MiB mmap windows instead of "
                    "read() (HSA ranges excepted; falls back to read() if mapping fails); "
                    "O_DIRECT writes then go straight from the mapping where the kernel "
                    "allows it (files), else through one copy (/proc/vmcore); with "
-                   "--compress the reader copies out of the windows")
+                   "--compress the reader copies out of the windows. Default: on, as "
+                   "makedumpfile does, except on s390x, where upstream zfcpdump left mmap "
+                   "for read() (its dump kernel is too small for mmap's allocations)")
     p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
                    help="seconds between progress lines (default 10, as zfcpdump)")
     p.add_argument("--block-size", type=int, choices=[512, 4096],
@@ -148,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
         release_hsa=not args.no_release_hsa, verify=args.verify or bool(args.meta),
         direct={"auto": None, "on": True, "off": False}[args.direct],
         buffer_size=_buffer_size(args.buffer_size, kernel_mode), queue_depth=args.queue_depth,
-        io_engine=args.io_engine, mmap=args.mmap, progress_interval_s=args.progress_interval,
+        io_engine=args.io_engine, mmap=default_mmap() if args.mmap is None else args.mmap,
+        progress_interval_s=args.progress_interval,
         block_size=args.block_size,
         meta_path=args.meta,
         live_bar=not kernel_mode,  # the dump kernel's console shows only the 10 s lines
@@ -207,7 +210,8 @@ def _guarded(work: Callable[[], None], console: Console) -> int:
 
 def _run_raw(args: argparse.Namespace, opts: CaptureOptions, console: Console) -> None:
     result = Capture(opts, console).run()
-    if opts.mmap:
+    # asked for, or on by default and used (the python engine always reads)
+    if opts.mmap and (args.mmap is not None or result.read_mode != "pread"):
         console.out(f" reads....: {_READ_MODES.get(result.read_mode, result.read_mode)}")
     if result.digest:
         console.out(f" sha256...: {result.digest} (verified)")

@@ -38,6 +38,11 @@ __all__ = ["CLASSES", "DL_CLASSES", "FilterResult", "FilterUnavailable", "filter
 #: kernels whose struct page the rules are verified on: [first, past the last)
 VERIFIED_KERNELS = ((4, 16), (6, 3))
 PAGE_TABLES = {"x86_64": X86_64PageTables, "s390x": S390xPageTables}
+#: (SECTION_SIZE_BITS, MAX_PHYSMEM_BITS) of kernels whose VMCOREINFO lacks them
+SPARSEMEM_DEFAULTS = {"x86_64": (27, 46), "s390x": (28, 46)}
+#: struct pages read and classified at a time (2 MiB of 64-byte ones), so that memory
+#: stays bounded whatever the section size
+CHUNK_PAGES = 32768
 
 
 @dataclass
@@ -106,20 +111,28 @@ def filter_pages(read_phys: Callable[[int, int], bytes], fields: Mapping[str, st
     exclude = classifier(engine)
     counts = [0] * len(CLASSES)
     sections = skipped = 0
+    defaults = SPARSEMEM_DEFAULTS[arch]
+    if fields.get("NUMBER(pgtable_l5_enabled)", "0").strip() == "1":
+        defaults = (defaults[0], 52)
     for first_pfn, npages, vaddr in mem_maps(mmu.read, fields, page_size, ps.size, max_mapnr,
-                                             big_endian):
+                                             big_endian, defaults):
         lo_byte, hi_byte = first_pfn >> 3, -(-(first_pfn + npages) // 8)
         if not any(dumpable[lo_byte:hi_byte]):
             continue  # no RAM in this section (e.g. the crash kernel's own memory)
         sections += 1
         try:
-            memmap = mmu.read(vaddr, npages * ps.size)
+            for at in range(0, npages, CHUNK_PAGES):
+                n = min(CHUNK_PAGES, npages - at)
+                # one struct page more, where a compound head at the end finds its order
+                more = 1 if at + n < npages else 0
+                memmap = mmu.read(vaddr + at * ps.size, (n + more) * ps.size)
+                found = exclude(memmap, first_pfn + at, ps_fields, dump_level, dumpable, n)
+                counts = [a + b for a, b in zip(counts, found)]
         except TranslationError:
-            skipped += 1
-            continue
-        for i, c in enumerate(exclude(memmap, first_pfn, ps_fields, dump_level, dumpable)):
-            counts[i] += c
+            skipped += 1  # the pages not yet classified stay in the dump
     if sections == 0:
         raise FilterUnavailable("no memory section of the dump has a struct page array")
+    if skipped == sections:
+        raise FilterUnavailable(f"none of the {sections} sections' struct pages can be read")
     return FilterResult(dumpable, dict(zip(CLASSES, counts)), sections, skipped,
                         time.monotonic() - start)

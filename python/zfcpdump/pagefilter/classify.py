@@ -5,14 +5,14 @@ documented there."""
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from typing import Callable, Optional
 
 from .page_struct import (DL_EXCLUDE_CACHE, DL_EXCLUDE_CACHE_PRIVATE, DL_EXCLUDE_FREE,
                           DL_EXCLUDE_USER)
 
 FREE, CACHE, CACHE_PRIVATE, USER, HWPOISON, OFFLINE = range(6)
 
-Classifier = Callable[[bytes, int, dict, int, bytearray], list]
+Classifier = Callable[[bytes, int, dict, int, bytearray, Optional[int]], list]
 
 
 def _clear_range(bitmap: bytearray, lo: int, hi: int) -> int:
@@ -27,12 +27,16 @@ def _clear_range(bitmap: bytearray, lo: int, hi: int) -> int:
 
 
 def exclude_pages(memmap: bytes, first_pfn: int, ps: dict, dump_level: int,
-                  dumpable: bytearray) -> list:
+                  dumpable: bytearray, npages: Optional[int] = None) -> list:
+    """Classify the first `npages` struct pages of `memmap` (all whole ones if None;
+    one more may follow, for a compound head's order) and clear the excluded pages'
+    bits in `dumpable`; return the pages excluded per class."""
     size = ps["size"]
     e = ">" if ps["big_endian"] else "<"
     u64 = struct.Struct(e + "Q").unpack_from
     u32 = struct.Struct(e + "I").unpack_from
-    n = len(memmap) // size
+    whole = len(memmap) // size
+    n = whole if npages is None else min(npages, whole)
     counts = [0] * 6
     buddy = (ps["buddy_mapcount"] if dump_level & DL_EXCLUDE_FREE and ps["mapcount"] is not None
              and ps["private"] is not None else None)
@@ -57,7 +61,7 @@ def exclude_pages(memmap: bytes, first_pfn: int, ps: dict, dump_level: int,
         if off_head is not None and u64(memmap, at + off_head)[0] & 1:
             continue
         order = dtor = 0
-        if flags & head_mask and i + 1 < n:
+        if flags & head_mask and i + 1 < whole:
             nxt = at + size
             order = 0 if off_order is None else memmap[nxt + off_order]
             dtor = 0 if off_dtor is None else memmap[nxt + off_dtor]
@@ -99,5 +103,6 @@ def classifier(engine: str) -> Classifier:
         if engines.rust_available():
             from .. import _core
 
-            return lambda mm, pfn, ps, level, bm: list(_core.exclude_pages(mm, pfn, ps, level, bm))
+            return lambda mm, pfn, ps, level, bm, n=None: list(
+                _core.exclude_pages(mm, pfn, ps, level, bm, n))
     return exclude_pages

@@ -19,6 +19,9 @@ CLASSES = ("free", "cache", "cache private", "user", "hwpoison", "offline")
 
 #: buddy orders are below this when VMCOREINFO has no LENGTH(zone.free_area)
 DEFAULT_MAX_ORDER = 11
+#: larger SIZE(page) values are refused (struct page is 56 to 80 bytes in practice);
+#: the same bound as the Rust classifier's
+MAX_STRUCT_PAGE = 512
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,20 @@ class PageStruct:
         )
 
     def validate(self) -> None:
-        """The fields the classifier reads lie inside one struct page."""
-        if self.size <= 0:
-            raise FilterUnavailable("VMCOREINFO SIZE(page) is 0")
+        """The fields the classifier reads lie inside one struct page, and the numbers
+        are possible ones (a corrupted VMCOREINFO must not steer the walk)."""
+        if not 0 < self.size <= MAX_STRUCT_PAGE:
+            raise FilterUnavailable(f"VMCOREINFO SIZE(page)={self.size} is not a struct page "
+                                    f"size (1-{MAX_STRUCT_PAGE})")
+        if not 0 < self.max_order <= 64:
+            raise FilterUnavailable(f"VMCOREINFO LENGTH(zone.free_area)={self.max_order} is "
+                                    "not a number of buddy orders (1-64)")
+        if not 0 <= self.pg_head_mask < 1 << 64:
+            raise FilterUnavailable(f"VMCOREINFO NUMBER(PG_head_mask)={self.pg_head_mask} is "
+                                    "not a flags mask")
+        if self.hugetlb_dtor is not None and not 0 <= self.hugetlb_dtor <= 255:
+            raise FilterUnavailable(f"VMCOREINFO NUMBER(HUGETLB_PAGE_DTOR)={self.hugetlb_dtor} "
+                                    "is not a destructor number (0-255)")
         for name, off, width in (("flags", self.flags, 8), ("mapping", self.mapping, 8),
                                  ("_mapcount", self.mapcount, 4), ("private", self.private, 8),
                                  ("compound_head", self.compound_head, 8),

@@ -72,8 +72,12 @@ class S390xPageTables:
                 offset = va & (size - 1)
                 return (entry & ~(size - 1) & ((1 << 64) - 1)) + offset, size - offset
             table = entry & ~(0x7FF if level == 0 else 0xFFF)
+            if table == 0:
+                # empty entries are 0x20 (invalid); a table at 0 (the lowcore) is none:
+                # reading one would classify the wrong memory
+                raise TranslationError(f"{va:#x}: level {level} entry {entry:#x} has no table")
         pte = self._entry(table, (va >> 12) & 0xFF, 256 * 8)
-        if pte & PTE_INVALID:
+        if pte & PTE_INVALID or pte == 0:
             raise TranslationError(f"{va:#x} is not mapped (page table entry {pte:#x})")
         offset = va & 0xFFF
         return (pte & ~0xFFF) + offset, 0x1000 - offset

@@ -19,24 +19,32 @@ ReadVirt = Callable[[int, int], bytes]
 
 
 def mem_maps(read_virt: ReadVirt, fields: Mapping[str, str], page_size: int,
-             page_struct_size: int, max_mapnr: int,
-             big_endian: bool) -> Iterator[tuple[int, int, int]]:
+             page_struct_size: int, max_mapnr: int, big_endian: bool,
+             defaults: tuple[int, int]) -> Iterator[tuple[int, int, int]]:
     """(first pfn, pages, virtual address of their struct page array) of every present
-    section below `max_mapnr`, in pfn order."""
+    section below `max_mapnr`, in pfn order. `defaults`: the architecture's
+    (SECTION_SIZE_BITS, MAX_PHYSMEM_BITS) for a VMCOREINFO without them."""
     try:
         roots_va = int(fields["SYMBOL(mem_section)"], 16)
         nr_roots = int(fields["LENGTH(mem_section)"])
         ms_size = int(fields["SIZE(mem_section)"])
         map_off = int(fields["OFFSET(mem_section.section_mem_map)"])
-        section_bits = int(fields["NUMBER(SECTION_SIZE_BITS)"])
-        physmem_bits = int(fields["NUMBER(MAX_PHYSMEM_BITS)"])
+        # VMCOREINFO has these two since Linux 5.9 / 5.14; before, the architecture's
+        # constants (the check against LENGTH(mem_section) below catches a wrong one)
+        section_bits = int(fields.get("NUMBER(SECTION_SIZE_BITS)") or defaults[0])
+        physmem_bits = int(fields.get("NUMBER(MAX_PHYSMEM_BITS)") or defaults[1])
     except KeyError as exc:
         raise FilterUnavailable(f"VMCOREINFO has no {exc.args[0]}") from None
     except ValueError as exc:
         raise FilterUnavailable(f"VMCOREINFO: {exc}") from None
     page_shift = page_size.bit_length() - 1
-    per_root = page_size // ms_size if ms_size else 0
-    if not per_root or nr_roots * per_root != 1 << (physmem_bits - section_bits):
+    if not (page_shift <= section_bits <= physmem_bits <= 64 and 8 <= ms_size <= page_size
+            and 0 <= map_off <= ms_size - 8 and 0 < nr_roots <= 1 << 24):
+        raise FilterUnavailable(
+            f"VMCOREINFO describes no possible mem_section (SECTION_SIZE_BITS={section_bits}, "
+            f"MAX_PHYSMEM_BITS={physmem_bits}, SIZE={ms_size}, LENGTH={nr_roots})")
+    per_root = page_size // ms_size
+    if nr_roots * per_root != 1 << (physmem_bits - section_bits):
         raise FilterUnavailable("the kernel does not use SPARSEMEM_EXTREME "
                                 f"(LENGTH(mem_section)={nr_roots})")
     pages_per_section = 1 << (section_bits - page_shift)
