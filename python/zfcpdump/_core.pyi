@@ -205,13 +205,17 @@ def exclude_pages(
     page_struct: Dict[str, Any],
     dump_level: int,
     dumpable: bytearray,
+    npages: Optional[int] = None,
 ) -> Tuple[int, int, int, int, int, int]:
-    """Classify the ``struct page`` array ``memmap`` (pfns ``first_pfn`` on) with
-    makedumpfile's rules for ``dump_level`` and clear the excluded pages' bits in
-    ``dumpable`` (a bitmap by pfn with the RAM set; pages whose bit is clear are not
-    looked at). ``page_struct``: ``pagefilter.PageStruct.as_dict()``. Returns the pages
+    """Classify the first ``npages`` (default: all) entries of the ``struct page`` array
+    ``memmap`` (pfns ``first_pfn`` on; one more entry may follow, where a compound head
+    at the end finds its order) with makedumpfile's rules for ``dump_level`` and clear
+    the excluded pages' bits in ``dumpable`` (a bitmap by pfn with the RAM set; pages
+    whose bit is clear are not looked at). ``page_struct``: ``pagefilter.PageStruct.as_dict()``. Returns the pages
     excluded per class: (free, cache, cache private, user, hwpoison, offline). Twin:
-    ``zfcpdump.pagefilter.classify.exclude_pages``."""
+    ``zfcpdump.pagefilter.classify.exclude_pages``. ``ValueError`` for a layout the
+    classifier cannot trust (offsets outside ``SIZE(page)``, ``SIZE(page)`` above 512,
+    ``max_order`` not 1-64)."""
 
 def kdump_library_versions() -> Tuple[str, int]:
     """(zlib runtime version, ZSTD_versionNumber()) of the libraries behind the
