@@ -10,7 +10,6 @@ test_e2e_x86_64.py.
 
 from __future__ import annotations
 
-import os
 import struct
 
 import pytest
