@@ -18,7 +18,8 @@ Targets (`--target`):
   benchmark process (cgroup v1 blkio.throttle.write_bps_device, or v2 io.max): a disk
   of that speed, e.g. 300 MiB/s as the FCP LUNs of performance.md §1.
 
-`--vmcore` takes a real x86_64 ELF vmcore (with VMCOREINFO) instead of the generated
+`--adaptive` adds our captures with `--adaptive` (batches stored raw while the disk
+waits for the compressors). `--vmcore` takes a real x86_64 ELF vmcore (with VMCOREINFO) instead of the generated
 memory, and `--dump-level N` runs ours and makedumpfile at that level; above 1 the
 page-class walk alone is timed too, with the Rust and the pure-Python classifier.
 
@@ -270,6 +271,8 @@ def main() -> int:
     ap.add_argument("--vmcore", help="an x86_64 ELF vmcore to use instead of generated memory")
     ap.add_argument("--dump-level", type=int, default=1,
                     help="makedumpfile dump level for ours and makedumpfile (default 1)")
+    ap.add_argument("--adaptive", action="store_true",
+                    help="also time ours with --adaptive (raw batches while the disk waits)")
     args = ap.parse_args()
     if args.throttle_mibs and args.target != "loop":
         ap.error("--throttle-mibs needs --target loop")
@@ -296,6 +299,11 @@ def main() -> int:
         cases.append((f"ours --compress {algo} -d{lvl}",
                       lambda a=algo: run_ours(vmcore, target, ["--compress", a,
                                                                "--dump-level", str(lvl)])))
+    if args.adaptive:
+        for algo in args.algos.split(","):
+            cases.append((f"ours --compress {algo} --adaptive -d{lvl}",
+                          lambda a=algo: run_ours(vmcore, target, ["--compress", a, "--adaptive",
+                                                                   "--dump-level", str(lvl)])))
     if lvl & 30:
         for engine in ("rust", "python"):
             cases.append((f"page walk -d{lvl}, {engine}",
@@ -350,6 +358,8 @@ def main() -> int:
     pair(f"ours --compress snappy -d{lvl}", f"makedumpfile -l -d {lvl}")
     for algo in args.algos.split(","):
         pair(f"ours --compress {algo} -d{lvl}", RAW)
+        pair(f"ours --compress {algo} --adaptive -d{lvl}", RAW)
+        pair(f"ours --compress {algo} --adaptive -d{lvl}", f"ours --compress {algo} -d{lvl}")
     pair(f"page walk -d{lvl}, rust", f"page walk -d{lvl}, python")
     if have_md:
         md = [k for k in times if k.startswith("makedumpfile") and ("-c" in k or "-l" in k)]

@@ -231,7 +231,7 @@ impl KdumpResult {
                     compress = "zstd", level = 1, dump_level = 1, page_size = 4096,
                     threads = 0, direct = None, block_size = 512, batch_pages = 256,
                     sync = true, hsa_pfn = 0, progress = None, on_hsa_read = None,
-                    mmap = false, dumpable = None))]
+                    mmap = false, dumpable = None, adaptive = false))]
 #[allow(clippy::too_many_arguments)]
 fn kdump_write(
     py: Python<'_>,
@@ -262,6 +262,7 @@ fn kdump_write(
     on_hsa_read: Option<Bound<'_, PyAny>>,
     mmap: bool,
     dumpable: Option<Bound<'_, PyAny>>,
+    adaptive: bool,
 ) -> PyResult<KdumpResult> {
     let algo = Algo::parse(compress).map_err(PyValueError::new_err)?;
     // bytes or bytearray, copied once (a Vec<u8> extraction would go int by int)
@@ -305,6 +306,7 @@ fn kdump_write(
         sync,
         hsa_pfn,
         mmap,
+        adaptive,
     };
     let progress = progress.filter(|p| !p.is_none()).map(Bound::unbind);
     let on_hsa = on_hsa_read.filter(|p| !p.is_none()).map(Bound::unbind);

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
 import struct
@@ -393,6 +394,32 @@ def test_hsa_pages_first_then_released(tmp_path, make_vmcore, extra):
     assert (zcore / "hsa").read_text() == "0"
     with open_dump(f"{disk}:1") as d:
         assert_same_memory(d, vmcore)
+
+
+@pytest.mark.parametrize("compress", ["snappy", "zstd"])
+def test_adaptive_capture_reads_back(tmp_path, make_vmcore, capsys, compress):
+    """--adaptive: however many batches went out raw, the same memory reads back, and
+    never more pages are compressed than without it."""
+    vmcore, size = make_vmcore(ranges=[(0, 8 * MIB), (16 * MIB, 3 * MIB)], cpus=2)
+    counts = []
+    for extra in ([], ["--adaptive"]):
+        disk = prepared_image(tmp_path, size + 2 * MIB, name=f"a{len(counts)}.img")
+        capsys.readouterr()
+        assert capture(disk, vmcore, "--compress", compress, *extra) == 0
+        out = capsys.readouterr().out
+        assert (f"kdump-compressed, {compress}, adaptive, dump level 1" in out) == bool(extra)
+        counts.append(int(re.search(r"(\d+) of \d+ pages compressed", out).group(1)))
+        with open_dump(f"{disk}:1") as d:
+            assert_same_memory(d, vmcore)
+    assert counts[1] <= counts[0]
+
+
+def test_adaptive_without_compress_is_a_usage_error(tmp_path, make_vmcore, capsys):
+    vmcore, size = make_vmcore(ranges=[(0, MIB)])
+    disk = prepared_image(tmp_path, size + MIB)
+    capsys.readouterr()
+    assert capture(disk, vmcore, "--adaptive") == 2
+    assert "ERROR: --adaptive needs --compress" in capsys.readouterr().err
 
 
 def test_mmap_reader_writes_the_same_partition(tmp_path, make_vmcore):

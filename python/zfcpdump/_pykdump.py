@@ -96,10 +96,12 @@ def kdump_write(src_fd: int, dst_fd: int, segments: Sequence[Tuple[int, Optional
                 block_size: int = 512, batch_pages: int = 256, sync: bool = True,
                 hsa_pfn: int = 0, progress: Optional[Callable[[int], object]] = None,
                 on_hsa_read: Optional[Callable[[], object]] = None,
-                mmap: bool = False, dumpable: Optional[bytes] = None) -> KdumpResult:
+                mmap: bool = False, dumpable: Optional[bytes] = None,
+                adaptive: bool = False) -> KdumpResult:
     """Write everything but block 0 of a kdump-compressed dump; return block 0.
-    (``mmap`` is accepted for the native engine's signature and ignored: this twin
-    reads with ``pread``.) ``dumpable``: page-class filtering, bit N set if pfn N goes
+    (``mmap`` and ``adaptive`` are accepted for the native engine's signature and
+    ignored: this twin reads with ``pread`` and compresses every page, which is what
+    the native engine writes when its writer never waits.) ``dumpable``: page-class filtering, bit N set if pfn N goes
     into the dump; it must cover the RAM."""
     if compress not in K.FLAGS:
         page_compressor(compress, level)  # raises the right message

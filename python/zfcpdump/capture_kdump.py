@@ -68,6 +68,7 @@ class KdumpCaptureOptions(CaptureOptions):
     level: Optional[int] = None  # None: 1, makedumpfile's level for zlib and zstd
     dump_level: int = 1
     threads: int = 0  # 0: all available CPUs
+    adaptive: bool = False  # store raw while the disk would wait for the compressors
 
 
 @dataclass
@@ -226,7 +227,8 @@ class KdumpCapture(Capture):
             self.hsa_released = True
         mem_bytes = layout.ndesc * plan.page_size
         c.out(f" format...: kdump-compressed, {o.compress}"
-              f"{'' if o.level is None else f' level {o.level}'}, dump level {level_applied}")
+              f"{'' if o.level is None else f' level {o.level}'}"
+              f"{', adaptive' if o.adaptive else ''}, dump level {level_applied}")
         base = part.start + sb.dump_offset
         progress = self._start_writing(mem_bytes)
         start = time.monotonic()
@@ -240,6 +242,7 @@ class KdumpCapture(Capture):
                     progress=progress.update,
                     on_hsa_read=self._release_hsa if hsa_size else None,
                     dumpable=None if filtered is None else filtered.dumpable,
+                    adaptive=o.adaptive,
                     **plan.writer_kwargs(),
                 )
             except engines.EngineIOError as exc:

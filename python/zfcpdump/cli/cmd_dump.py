@@ -98,6 +98,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "left out. 2-16 are decided from the crashed kernel's struct pages (x86_64 or "
                    "s390x, Linux 4.16-6.2, VMCOREINFO); elsewhere a WARNING says why and only "
                    "zero pages are left out")
+    k.add_argument("--adaptive", action="store_true",
+                   help="rust engine: store a batch of pages uncompressed whenever the disk "
+                   "would otherwise wait for the compressors, so that compression never "
+                   "makes the dump slower (it is larger on a fast disk); which pages end up "
+                   "compressed then depends on timing")
     k.add_argument("--threads", type=int, default=0, metavar="N",
                    help="compression threads, rust engine (default: the available CPUs, never more)")
 
@@ -163,8 +168,9 @@ def run(args: argparse.Namespace) -> int:
             console.err(f"ERROR: {problem}")
             return EXIT_USAGE
         work = lambda: _run_kdump(args, opts, console)  # noqa: E731
-    elif args.dump_level is not None:
-        console.err("ERROR: --dump-level needs --compress (a raw dump keeps every page)")
+    elif args.dump_level is not None or args.adaptive:
+        flag = "--dump-level" if args.dump_level is not None else "--adaptive"
+        console.err(f"ERROR: {flag} needs --compress (a raw dump keeps every page as it is)")
         return EXIT_USAGE
     else:
         work = lambda: _run_raw(args, opts, console)  # noqa: E731
@@ -264,5 +270,6 @@ def _run_kdump(args: argparse.Namespace, opts: CaptureOptions, console: Console)
 
     kopts = KdumpCaptureOptions(**dataclasses.asdict(opts), compress=args.compress,
                                 level=args.level, dump_level=args.dump_level,
+                                adaptive=args.adaptive,
                                 threads=args.threads)
     KdumpCapture(kopts, console).run()

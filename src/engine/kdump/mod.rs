@@ -251,6 +251,9 @@ pub struct KdumpOptions {
     pub hsa_pfn: u64,
     /// read the pages at and above `hsa_pfn` through mmap windows (`source_map`)
     pub mmap: bool,
+    /// store batches raw while the writer would wait for the compressors
+    /// (`pipeline` module doc): never slower than the disk, output timing-dependent
+    pub adaptive: bool,
 }
 
 impl Default for KdumpOptions {
@@ -265,6 +268,7 @@ impl Default for KdumpOptions {
             sync: true,
             hsa_pfn: 0,
             mmap: false,
+            adaptive: false,
         }
     }
 }
@@ -421,6 +425,7 @@ pub fn write_kdump(
             batch_pages: opts.batch_pages.max(1),
             hsa_pfn: opts.hsa_pfn,
             mmap: opts.mmap,
+            adaptive: opts.adaptive,
         },
         &mut sink,
         cb,

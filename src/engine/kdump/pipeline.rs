@@ -11,6 +11,11 @@
 //!   descriptors to the metadata stream and data to the data stream (aligned buffers,
 //!   O_DIRECT where possible).
 //!
+//! Adaptive mode (`Job::adaptive`): a compressor that finds the writer waiting for
+//! work stores its batch raw (zero pages still elided), so a disk faster than the
+//! compressors is never kept waiting by them: the dump is then larger but not slower
+//! than without compression. Its bytes depend on timing; without it they do not.
+//!
 //! Memory bound: `4 × threads + 4` (at most 32) input batches and as many output
 //! batches of `batch_pages` × page size each (1 MiB by default), plus the two stream
 //! buffers (1 MiB metadata, 4 MiB data) and one 1 MiB bitmap window: with 2 CPUs and
@@ -63,6 +68,8 @@ pub struct Job<'a> {
     pub hsa_pfn: u64,
     /// read pages past the HSA through mmap windows, `pread` once a mapping fails
     pub mmap: bool,
+    /// store a batch raw when the writer is waiting for work (module doc)
+    pub adaptive: bool,
 }
 
 pub struct PipeOut {
@@ -98,6 +105,8 @@ struct Shared {
     stop: AtomicBool,
     err: Mutex<Option<CopyError>>,
     done_pages: AtomicU64,
+    /// the writer has nothing to write (adaptive mode reads it)
+    writer_waiting: AtomicBool,
 }
 
 impl Shared {
@@ -159,6 +168,7 @@ pub fn run(
         stop: AtomicBool::new(false),
         err: Mutex::new(None),
         done_pages: AtomicU64::new(0),
+        writer_waiting: AtomicBool::new(false),
     };
     // Enough batches in flight that the compressors keep going while the writer waits
     // for a write: with threads + 2 they stalled (snappy capture 11% slower, 8 paired
@@ -393,10 +403,16 @@ fn compress_thread(
         }
         out.descs.clear();
         out.data.clear();
+        let raw = job.adaptive && sh.writer_waiting.load(Ordering::Relaxed);
         for page in batch.buf[..batch.npages * ps].chunks_exact(ps) {
             if job.exclude_zero && is_zero(page) {
                 out.descs.push((0, 0));
                 zeros += 1;
+                continue;
+            }
+            if raw {
+                out.descs.push((ps as u32, 0));
+                out.data.extend_from_slice(page);
                 continue;
             }
             match comp.compress(page) {
@@ -442,7 +458,10 @@ fn writer_thread(
     let mut next = 0u64;
     let mut pending: BTreeMap<u64, OutBuf> = BTreeMap::new();
     let mut descs: Vec<u8> = Vec::with_capacity(job.batch_pages * DESC_SIZE);
-    for d in rx {
+    loop {
+        sh.writer_waiting.store(true, Ordering::Relaxed);
+        let Ok(d) = rx.recv() else { break };
+        sh.writer_waiting.store(false, Ordering::Relaxed);
         if sh.stopped() {
             break;
         }

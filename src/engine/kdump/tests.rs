@@ -406,3 +406,30 @@ fn count_dumpable_counts_set_bits_inside_the_runs() {
         2 + 3 + 2
     );
 }
+
+#[test]
+fn adaptive_mode_writes_the_same_memory() {
+    // whatever share of the batches it stores raw, the dump decodes to the same pages
+    let (src, segs, model) = source(&[(0, 400 * PS as u64), (500 * PS as u64, 37 * PS as u64)]);
+    let want = expected(&model);
+    for algo in [Algo::Zstd, Algo::Snappy, Algo::Zlib] {
+        let p = plan(segs.clone(), algo, 1, false);
+        let fixed = write(&src, &p, &KdumpOptions::default()).1;
+        for batch_pages in [1, 16] {
+            let opts = KdumpOptions {
+                adaptive: true,
+                batch_pages,
+                ..Default::default()
+            };
+            let (file, r) = write(&src, &p, &opts);
+            assert_eq!(
+                decode(&file, false).pages,
+                want,
+                "{algo:?} batch {batch_pages}"
+            );
+            assert_eq!(r.zero_pages, fixed.zero_pages);
+            assert!(r.compressed_pages <= fixed.compressed_pages);
+            assert_eq!(r.file_size as usize, file.len());
+        }
+    }
+}
