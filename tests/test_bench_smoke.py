@@ -20,7 +20,7 @@ from zfcpdump.cli.main import main
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "benches" / "run_bench.py"
 
-CAPTURE_ROWS = {"capture-rust", "capture-rust-aio", "capture-rust-read", "capture-python",
+CAPTURE_ROWS = {"capture-rust", "capture-rust-aio", "capture-rust-mmap", "capture-python",
                 "ref-dd-64k", "limit-dd-4m"}
 FIO_ROWS = {"ref-fio-64k", "limit-fio"}
 COPY_ROWS = {"copy-rust", "copy-python", "copy-dd-4m"}

@@ -4,6 +4,8 @@ vmcore byte for byte, the superblock checksum is right, refusals write nothing."
 from __future__ import annotations
 
 
+import os
+
 import pytest
 from conftest import MIB, needs_root, needs_sfdisk, sha256_file, superblock_of
 
@@ -50,8 +52,8 @@ def test_capture_to_image_matches_vmcore(tmp_path, make_vmcore, capsys, engine):
 def test_engines_write_identical_partitions(tmp_path, make_vmcore):
     vmcore, size = make_vmcore(ranges=[(0, 6 * MIB + 512), (8 * MIB, 3 * MIB)], cpus=64)
     images = []
-    # the rust engine's two ways of keeping writes in flight, its two readers (mmap
-    # windows, the default on x86_64, and read()), and the Python twin
+    # the rust engine's two ways of keeping writes in flight, its two readers (read(),
+    # the default for files, and mmap windows), and the Python twin
     for engine, extra in [("rust", []), ("rust", ["--io-engine", "aio", "--buffer-size", "65536"]),
                           ("rust", ["--mmap", "--buffer-size", "65536"]),
                           ("rust", ["--no-mmap"]), ("python", [])]:
@@ -209,3 +211,15 @@ def test_copy_table_keeps_page0_last_when_a_load_starts_inside_it():
     assert (table[-1].offset, table[-1].size) == (0, 4096)
     assert table[0].hsa and table[0].offset == 4096
     assert all(e.offset >= 4096 for e in table[:-1])
+
+
+def test_mmap_is_the_default_for_procfs_only(tmp_path):
+    """/proc/vmcore (any file on procfs) is read through mmap windows unless told, as
+    makedumpfile does (not on s390x); a vmcore file is read with read()."""
+    from zfcpdump.engine import default_mmap
+
+    f = tmp_path / "vmcore"
+    f.write_bytes(b"x")
+    assert default_mmap(str(f)) is False
+    assert default_mmap("/proc/self/status") is (os.uname().machine != "s390x")
+    assert default_mmap(str(tmp_path / "missing")) is False

@@ -59,12 +59,19 @@ def default_engine() -> str:
     return "rust" if rust_available() else "python"
 
 
-def default_mmap() -> bool:
-    """Whether the rust engine reads through mmap windows unless told (--mmap/--no-mmap):
-    yes but on s390x (performance.md §2.3: proven in the x86_64 dump kernel of the
-    end-to-end test, 1.4x faster there than read(); never run in an s390 one, where
-    upstream zfcpdump left mmap for read() in 2024)."""
-    return os.uname().machine != "s390x"
+def default_mmap(vmcore: str) -> bool:
+    """Whether the rust engine reads `vmcore` through mmap windows unless told
+    (--mmap/--no-mmap): for /proc/vmcore (any procfs), as makedumpfile does, but not on
+    s390x (performance.md §2.3: proven in the x86_64 dump kernel of the end-to-end test,
+    1.4x faster there than read(); never run in an s390 one, where upstream zfcpdump
+    left mmap for read() in 2024). Never for files: an I/O error under a mapping is a
+    SIGBUS or an EFAULT on the write, not a read error naming the offset."""
+    if os.uname().machine == "s390x":
+        return False
+    try:
+        return os.stat(vmcore).st_dev == os.stat("/proc").st_dev
+    except OSError:
+        return False
 
 
 def get_engine(name: str = "rust", *, fallback: bool = True) -> Engine:

@@ -6,10 +6,10 @@ device and for the same byte count, it times:
 * ``capture-rust`` / ``capture-python``: ``zfcpdump dump`` (in a child process, timed
   around the command itself, interpreter start-up excluded) into a prepared disk, or,
   on a raw partition, the engine's ``copy_ranges`` with the capture's options;
-  ``capture-rust`` reads through mmap windows (the default but on s390x; from a file in
-  tmpfs the O_DIRECT writes go straight from the mapping, which /proc/vmcore does not
-  allow); ``capture-rust-aio``: the same with ``--io-engine aio`` (native AIO, one
-  thread, writes in order, read()); ``capture-rust-read``: with ``--no-mmap`` (read());
+  ``capture-rust-aio``: the same with ``--io-engine aio`` (native AIO, one thread,
+  writes in order); ``capture-rust-mmap``: with ``--mmap`` (reads through mmap windows,
+  the default for /proc/vmcore but not for the bench's file; from a file in tmpfs the
+  O_DIRECT writes go straight from the mapping, which /proc/vmcore does not allow);
 * ``ref-dd-64k``: s390-tools zfcpdump's I/O pattern, 64 KiB buffered reads and writes
   then one fsync (``dd bs=64k conv=fsync`` from the same vmcore);
 * ``ref-fio-64k``: the same pattern by fio (performance.md §1 anchor, writes fio's data);

@@ -125,7 +125,7 @@ def _worker(spec: dict) -> None:
                                   queue_depth=spec["queue_depth"], block_size=spec["block_size"],
                                   digest=False, sync=True,
                                   io_engine=spec.get("io_engine", "threads"),
-                                  mmap=default_mmap() if spec.get("mmap") is None
+                                  mmap=default_mmap(spec["src"]) if spec.get("mmap") is None
                                   else spec["mmap"])
             t = time.perf_counter() - t0
             assert res.bytes_copied == spec["length"], res.bytes_copied
@@ -157,11 +157,12 @@ def capture_methods(vmcore: str, vmcore_size: int, target: Target, *, buffer_siz
     area, off = target.area, target.offset
     ms: list[Method] = []
     # (row suffix, options, io_engine, mmap): the rust engine three times, its default
-    # (mmap windows but on s390x), native AIO and read(), so that the choice of default
-    # stays measured; mmap None: the command's default
+    # (read() from a file; mmap windows are the default for /proc/vmcore only), native
+    # AIO and mmap windows, so that the choice of default stays measured; mmap None:
+    # the command's default
     default = ("", "", "threads", None)
     rust = (default, ("-aio", " --io-engine aio", "aio", None),
-            ("-read", " --no-mmap", "threads", False))
+            ("-mmap", " --mmap", "threads", True))
     variants = [(eng, *v) for eng in engines for v in (rust if eng == "rust" else (default,))]
     for eng, suffix, options, io, mmap in variants:
         if target.prepared:

@@ -85,8 +85,8 @@ CAPTURE_RATIOS = [("capture-rust", "limit-fio"), ("capture-rust", "limit-dd-4m")
                   ("capture-rust", "capture-python"), ("capture-python", "ref-dd-64k"),
                   ("capture-rust-aio", "capture-rust"),
                   ("capture-rust-aio", "limit-fio"),
-                  ("capture-rust-read", "capture-rust"),
-                  ("capture-rust-read", "limit-fio")]
+                  ("capture-rust-mmap", "capture-rust"),
+                  ("capture-rust-mmap", "limit-fio")]
 COPY_RATIOS = [("copy-rust", "copy-dd-4m"), ("copy-python", "copy-dd-4m"),
                ("copy-rust", "copy-python")]
 

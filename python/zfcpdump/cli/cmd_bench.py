@@ -17,7 +17,8 @@ Time, on TARGET and for the same number of bytes:
   capture-rust / capture-python  zfcpdump's capture (rust and pure-Python engines,
                                  their defaults)
   capture-rust-aio               the rust engine with --io-engine aio
-  capture-rust-read              the rust engine with --no-mmap (read())
+  capture-rust-mmap              the rust engine with --mmap (the default for
+                                 /proc/vmcore, not for the bench's file)
   ref-dd-64k, ref-fio-64k        s390-tools zfcpdump's pattern: 64 KiB buffered
                                  writes, then one fsync
   limit-dd-4m, limit-fio         the device's own O_DIRECT limit (dd bs=4M QD1;

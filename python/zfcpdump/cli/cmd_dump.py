@@ -68,9 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "read() (HSA ranges excepted; falls back to read() if mapping fails); "
                    "O_DIRECT writes then go straight from the mapping where the kernel "
                    "allows it (files), else through one copy (/proc/vmcore); with "
-                   "--compress the reader copies out of the windows. Default: on, as "
-                   "makedumpfile does, except on s390x, where upstream zfcpdump left mmap "
-                   "for read() (its dump kernel is too small for mmap's allocations)")
+                   "--compress the reader copies out of the windows. Default: on for "
+                   "/proc/vmcore, as makedumpfile does, except on s390x, where upstream "
+                   "zfcpdump left mmap for read() (its dump kernel is too small for mmap's "
+                   "allocations); off for files, where an I/O error under a mapping ends as "
+                   "an EFAULT on the write or a SIGBUS instead of a read error)")
     p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
                    help="seconds between progress lines (default 10, as zfcpdump)")
     p.add_argument("--block-size", type=int, choices=[512, 4096],
@@ -155,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         release_hsa=not args.no_release_hsa, verify=args.verify or bool(args.meta),
         direct={"auto": None, "on": True, "off": False}[args.direct],
         buffer_size=_buffer_size(args.buffer_size, kernel_mode), queue_depth=args.queue_depth,
-        io_engine=args.io_engine, mmap=default_mmap() if args.mmap is None else args.mmap,
+        io_engine=args.io_engine, mmap=default_mmap(args.vmcore) if args.mmap is None else args.mmap,
         progress_interval_s=args.progress_interval,
         block_size=args.block_size,
         meta_path=args.meta,
