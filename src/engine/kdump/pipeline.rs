@@ -12,9 +12,9 @@
 //!   O_DIRECT where possible).
 //!
 //! Adaptive mode (`Job::adaptive`): a compressor that finds the writer waiting for
-//! work stores its batch raw (zero pages still elided), so a disk faster than the
-//! compressors is never kept waiting by them: the dump is then larger but not slower
-//! than without compression. Its bytes depend on timing; without it they do not.
+//! work stores its batch raw (zero pages still elided; one raw batch in flight at a
+//! time), so a disk faster than the compressors is kept busy: the dump is then larger
+//! and sooner done. Its bytes depend on timing; without it they do not.
 //!
 //! Memory bound: `4 × threads + 4` (at most 32) input batches and as many output
 //! batches of `batch_pages` × page size each (1 MiB by default), plus the two stream
@@ -29,7 +29,7 @@ use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::bitmap;
 use super::compress::{Algo, PageCompressor};
@@ -90,6 +90,8 @@ struct OutBuf {
     /// (stored size, flags); size 0 = shared zero page
     descs: Vec<(u32, u32)>,
     data: Vec<u8>,
+    /// stored raw by adaptive mode
+    raw: bool,
 }
 
 struct Done {
@@ -107,6 +109,9 @@ struct Shared {
     done_pages: AtomicU64,
     /// the writer has nothing to write (adaptive mode reads it)
     writer_waiting: AtomicBool,
+    /// a raw batch is on its way to the writer: one at a time, or all compressors
+    /// would switch at once and flood a disk that had only a little time to spare
+    raw_in_flight: AtomicBool,
 }
 
 impl Shared {
@@ -169,6 +174,7 @@ pub fn run(
         err: Mutex::new(None),
         done_pages: AtomicU64::new(0),
         writer_waiting: AtomicBool::new(false),
+        raw_in_flight: AtomicBool::new(false),
     };
     // Enough batches in flight that the compressors keep going while the writer waits
     // for a write: with threads + 2 they stalled (snappy capture 11% slower, 8 paired
@@ -183,6 +189,7 @@ pub fn run(
             .send(OutBuf {
                 descs: Vec::with_capacity(job.batch_pages),
                 data: Vec::with_capacity(batch_bytes),
+                raw: false,
             })
             .expect("pool");
     }
@@ -403,7 +410,13 @@ fn compress_thread(
         }
         out.descs.clear();
         out.data.clear();
-        let raw = job.adaptive && sh.writer_waiting.load(Ordering::Relaxed);
+        let raw = job.adaptive
+            && sh.writer_waiting.load(Ordering::Relaxed)
+            && sh
+                .raw_in_flight
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+        out.raw = raw;
         for page in batch.buf[..batch.npages * ps].chunks_exact(ps) {
             if job.exclude_zero && is_zero(page) {
                 out.descs.push((0, 0));
@@ -459,9 +472,18 @@ fn writer_thread(
     let mut pending: BTreeMap<u64, OutBuf> = BTreeMap::new();
     let mut descs: Vec<u8> = Vec::with_capacity(job.batch_pages * DESC_SIZE);
     loop {
-        sh.writer_waiting.store(true, Ordering::Relaxed);
-        let Ok(d) = rx.recv() else { break };
-        sh.writer_waiting.store(false, Ordering::Relaxed);
+        // "waiting" only while there is really nothing to take (adaptive mode)
+        let d = match rx.try_recv() {
+            Ok(d) => d,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                sh.writer_waiting.store(true, Ordering::Relaxed);
+                let r = rx.recv();
+                sh.writer_waiting.store(false, Ordering::Relaxed);
+                let Ok(d) = r else { break };
+                d
+            }
+        };
         if sh.stopped() {
             break;
         }
@@ -487,6 +509,9 @@ fn writer_thread(
             }
             sh.done_pages
                 .fetch_add(out.descs.len() as u64, Ordering::Relaxed);
+            if out.raw {
+                sh.raw_in_flight.store(false, Ordering::Release);
+            }
             let _ = free.send(out);
             next += 1;
         }
