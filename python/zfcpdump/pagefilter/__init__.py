@@ -3,7 +3,7 @@ compressed dump leaves out, decided from the crashed kernel's own `struct page`s
 with makedumpfile's rules.
 
     VMCOREINFO   -> the struct page layout and flag numbers       page_struct.py
-    page tables  -> virtual to physical                            x86_64.py, s390x.py
+    page tables  -> virtual to physical              x86_64.py, s390x.py (walker.py)
     mem_section  -> each section's struct page array               sparsemem.py
     each page    -> free, cache, user, ... or kept                 classify.py (+ Rust)
 

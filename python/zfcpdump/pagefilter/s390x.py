@@ -10,9 +10,10 @@ bits its valid entries carry."""
 from __future__ import annotations
 
 import struct
-from typing import Callable, Mapping
+from typing import Mapping
 
 from .errors import FilterUnavailable, TranslationError
+from .walker import PageTableWalker, ReadPhys
 
 ENTRY_INVALID = 0x20  # region and segment table entries
 TYPE_MASK = 0x0C  # region entries: 3 first, 2 second, 1 third; segment entries 0
@@ -22,15 +23,14 @@ PTE_INVALID = 0x400
 SHIFTS = {3: 53, 2: 42, 1: 31, 0: 20}
 TABLE_BYTES = 2048 * 8
 
-ReadPhys = Callable[[int, int], bytes]
 
+class S390xPageTables(PageTableWalker):
+    entry_format = ">Q"
 
-class S390xPageTables:
     def __init__(self, read_phys: ReadPhys, root: int, top_level: int):
-        self.read_phys = read_phys
+        super().__init__(read_phys)
         self.root = root
         self.top_level = top_level
-        self._tables: dict[int, bytes] = {}
 
     @classmethod
     def from_vmcoreinfo(cls, read_phys: ReadPhys, fields: Mapping[str, str]) -> "S390xPageTables":
@@ -48,15 +48,6 @@ class S390xPageTables:
                                     f"(entry types {sorted(types)})")
         return cls(read_phys, root, types.pop())
 
-    def _entry(self, table: int, index: int, size: int = TABLE_BYTES) -> int:
-        page = self._tables.get(table)
-        if page is None:
-            page = self.read_phys(table, size)
-            if len(self._tables) >= 64:
-                self._tables.clear()
-            self._tables[table] = page
-        return struct.unpack_from(">Q", page, 8 * index)[0]
-
     def translate(self, va: int) -> tuple[int, int]:
         """(physical address of `va`, bytes from `va` to the end of its mapping)."""
         if va >> (SHIFTS[self.top_level] + 11):
@@ -64,7 +55,7 @@ class S390xPageTables:
         table = self.root
         for level in range(self.top_level, -1, -1):
             shift = SHIFTS[level]
-            entry = self._entry(table, (va >> shift) & 0x7FF)
+            entry = self._entry(table, (va >> shift) & 0x7FF, TABLE_BYTES)
             if entry & ENTRY_INVALID or (entry & TYPE_MASK) >> 2 != level:
                 raise TranslationError(f"{va:#x} is not mapped (level {level} entry {entry:#x})")
             if level in (1, 0) and entry & LARGE:
@@ -81,11 +72,3 @@ class S390xPageTables:
             raise TranslationError(f"{va:#x} is not mapped (page table entry {pte:#x})")
         offset = va & 0xFFF
         return (pte & ~0xFFF) + offset, 0x1000 - offset
-
-    def read(self, va: int, size: int) -> bytes:
-        out = bytearray()
-        while len(out) < size:
-            pa, span = self.translate(va + len(out))
-            n = min(span, size - len(out))
-            out += self.read_phys(pa, n)
-        return bytes(out)

@@ -8,10 +8,10 @@ minus __START_KERNEL_map plus `phys_base` (both from VMCOREINFO)."""
 
 from __future__ import annotations
 
-import struct
-from typing import Callable, Mapping
+from typing import Mapping
 
 from .errors import FilterUnavailable, TranslationError
+from .walker import PageTableWalker, ReadPhys
 
 START_KERNEL_MAP = 0xFFFF_FFFF_8000_0000
 MASK64 = (1 << 64) - 1
@@ -19,16 +19,15 @@ PRESENT = 1
 PAGE_SIZE_BIT = 1 << 7  # PS: this entry maps a 1 GiB (PUD) or 2 MiB (PMD) page
 ADDR_MASK = 0x000F_FFFF_FFFF_F000
 
-ReadPhys = Callable[[int, int], bytes]
 
+class X86_64PageTables(PageTableWalker):
+    entry_format = "<Q"
 
-class X86_64PageTables:
     def __init__(self, read_phys: ReadPhys, root: int, levels: int, sme_mask: int = 0):
-        self.read_phys = read_phys
+        super().__init__(read_phys)
         self.root = root
         self.levels = levels
         self.addr_mask = ADDR_MASK & ~sme_mask
-        self._tables: dict[int, bytes] = {}
 
     @classmethod
     def from_vmcoreinfo(cls, read_phys: ReadPhys, fields: Mapping[str, str]) -> "X86_64PageTables":
@@ -47,21 +46,12 @@ class X86_64PageTables:
         root = (top - START_KERNEL_MAP + phys_base) & MASK64
         return cls(read_phys, root, levels, sme_mask)
 
-    def _entry(self, table: int, index: int) -> int:
-        page = self._tables.get(table)
-        if page is None:
-            page = self.read_phys(table, 4096)
-            if len(self._tables) >= 64:  # a handful of tables serve a whole walk
-                self._tables.clear()
-            self._tables[table] = page
-        return struct.unpack_from("<Q", page, 8 * index)[0]
-
     def translate(self, va: int) -> tuple[int, int]:
         """(physical address of `va`, bytes from `va` to the end of its mapping)."""
         table = self.root
         for level in range(self.levels, 0, -1):  # 5/4: top, 3: PUD, 2: PMD, 1: PTE
             shift = 12 + 9 * (level - 1)
-            entry = self._entry(table, (va >> shift) & 511)
+            entry = self._entry(table, (va >> shift) & 511, 4096)
             if not entry & PRESENT:
                 raise TranslationError(f"{va:#x} is not mapped (level {level} entry {entry:#x})")
             base = entry & self.addr_mask
@@ -71,12 +61,3 @@ class X86_64PageTables:
                 return (base & ~(size - 1)) + offset, size - offset
             table = base
         raise AssertionError("unreachable")
-
-    def read(self, va: int, size: int) -> bytes:
-        """`size` bytes of virtual memory from `va`."""
-        out = bytearray()
-        while len(out) < size:
-            pa, span = self.translate(va + len(out))
-            n = min(span, size - len(out))
-            out += self.read_phys(pa, n)
-        return bytes(out)
