@@ -338,6 +338,14 @@ def test_filtered_capture_keeps_exactly_the_other_pages(tmp_path, kernel, kernel
     raw = dump_bytes(disk)
     assert struct.unpack_from("<I", raw, PAGE + 8)[0] == 31  # sub header dump_level
     excluded = kernel.excluded(31)
+    # `info` says the dump is filtered, and how much was left out
+    from zfcpdump.info import info_lines
+
+    with open_dump(f"{disk}:1") as d:
+        info = info_lines(d)
+    assert "  Dump level.........: 31" in info, info
+    assert (f"  Excluded pages.....: {len(excluded)} (4 MB, filtered at capture; they read "
+            "as zeroes)") in info, info
     with open_dump(f"{disk}:1") as d:
         for pfn in range(NPFN):
             got = d.read_phys(pfn * PAGE, PAGE)

@@ -83,6 +83,11 @@ def info_lines(dump: Dump, verbose: int = 0) -> list[str]:
         out.append(f"  Dump memory range..: {mib(mem_range(dump))} MB")
     if a.mem_size_real:
         out.append(f"  Real memory range..: {mib(a.mem_size_real)} MB")
+    if a.dump_level is not None:
+        out.append(f"  Dump level.........: {a.dump_level}")
+    if a.excluded_pages:
+        out.append(f"  Excluded pages.....: {a.excluded_pages} ({mib(a.excluded_pages * dump.page_size)}"
+                   " MB, filtered at capture; they read as zeroes)")
     if a.file_size and dump.format == "s390_ext":
         out.append(f"  Dump file size.....: {mib(a.file_size)} MB")
     if mem_range(dump):

@@ -122,6 +122,8 @@ class DumpAttrs:
     crash_time: Optional[int] = None  # Unix seconds from VMCOREINFO CRASHTIME=
     zlib_version: Optional[int] = None
     zlib_entry_size: Optional[int] = None
+    dump_level: Optional[int] = None  # makedumpfile's, from a kdump sub header
+    excluded_pages: Optional[int] = None  # RAM pages left out of a kdump dump
 
 
 @dataclass

@@ -91,6 +91,7 @@ class KdumpHeader:
     max_mapnr: int
     nr_cpus: int
     # sub header
+    dump_level: Optional[int] = None
     split: int = 0
     start_pfn: int = 0
     end_pfn: int = 0
@@ -115,6 +116,8 @@ def parse_header(raw: bytes, sub: bytes) -> KdumpHeader:
         raise DumpDamaged(f"Invalid kdump block size {block_size}")
     hdr = KdumpHeader(bo, version, uts, tv_sec, status, block_size, sub_hdr_size,
                       bitmap_blocks, max_mapnr, nr_cpus)
+    if len(sub) >= 104:
+        (hdr.dump_level,) = struct.unpack_from(e + "I", sub, 8)
     if len(sub) >= 104 and version >= 2:
         hdr.split, hdr.start_pfn, hdr.end_pfn = struct.unpack_from(e + "iQQ", sub, 12)
     if len(sub) >= 104 and version >= 3:
@@ -228,6 +231,15 @@ def bit_runs(bitmap: bytes, limit: int) -> list[tuple[int, int]]:
     return out
 
 
+def excluded_pages(pread: Pread, hdr: KdumpHeader) -> int:
+    """RAM pages (1st bitmap) that are not in the dump (2nd bitmap)."""
+    half = hdr.bitmap_blocks // 2 * hdr.block_size
+    bm_off = (1 + hdr.sub_hdr_size) * hdr.block_size
+    ram = int.from_bytes(pread(half, bm_off), "little")
+    dumped = int.from_bytes(pread(half, bm_off + half), "little")
+    return (ram & ~dumped).bit_count()
+
+
 def memory_chunks(pread: Pread, hdr: KdumpHeader) -> list[MemChunk]:
     bs = hdr.block_size
     half = hdr.bitmap_blocks // 2 * bs
@@ -339,6 +351,8 @@ def read_kdump_from(pread: Pread, size: int, fmt: str, path: Optional[str]) -> D
         from ..formats.s390_dump import unix_us_to_tod
         a.time_created = unix_us_to_tod(hdr.tv_sec * 1_000_000)
     a.file_size = size
+    a.dump_level = hdr.dump_level
+    a.excluded_pages = excluded_pages(pread, hdr)
     dump.kdump_incomplete = bool(hdr.status & STATUS_INCOMPLETE)
     return dump
 
