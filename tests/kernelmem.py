@@ -25,8 +25,10 @@ PER_ROOT = PAGE // 32
 NR_ROOTS = (1 << (PHYSMEM_BITS - SECTION_BITS)) // PER_ROOT
 
 # physical layout of the metadata
-PGD, PUD_DIRECT, PMD_DIRECT, PUD_VMEMMAP, PMD_VMEMMAP, PTE_VMEMMAP = (
-    0x100000 + i * PAGE for i in range(6))
+PGD, PUD_DIRECT, PMD_DIRECT, PUD_VMEMMAP, PMD_VMEMMAP, PTE_VMEMMAP, PUD_KERNEL, PMD_KERNEL = (
+    0x100000 + i * PAGE for i in range(8))
+STEXT_PHYS = 0x1000000  # the kernel image: _stext, one 2 MiB page
+STEXT = START_KERNEL_MAP + STEXT_PHYS
 MEMMAP_PHYS = 0x200000  # NPFN * 64 bytes = 512 KiB
 ROOTS_PHYS = 0x280000
 ROOT0_PHYS = ROOTS_PHYS + 8 * NR_ROOTS
@@ -49,6 +51,7 @@ def vmcoreinfo(release: str = "6.1.0-synthetic", drop: tuple = ()) -> bytes:
         "OSRELEASE": release,
         "PAGESIZE": str(PAGE),
         "SYMBOL(init_top_pgt)": f"{START_KERNEL_MAP + PGD:x}",
+        "SYMBOL(_stext)": f"{STEXT:x}",
         "NUMBER(phys_base)": "0",
         "NUMBER(pgtable_l5_enabled)": "0",
         "NUMBER(sme_mask)": "0",
@@ -159,6 +162,10 @@ class KernelCore:
         self._put(PUD_DIRECT, idx(DIRECT_MAP, 3), PMD_DIRECT | present_rw)
         for i in range(RAM >> 21):
             self._put(PMD_DIRECT, idx(DIRECT_MAP, 2) + i, (i << 21) | present_rw | ps)
+        # the kernel image: _stext in a 2 MiB page
+        self._put(PGD, idx(START_KERNEL_MAP, 4), PUD_KERNEL | present_rw)
+        self._put(PUD_KERNEL, idx(STEXT, 3), PMD_KERNEL | present_rw)
+        self._put(PMD_KERNEL, idx(STEXT, 2), STEXT_PHYS | present_rw | ps)
         # vmemmap: 4 KiB pages onto the struct page array
         self._put(PGD, idx(VMEMMAP, 4), PUD_VMEMMAP | present_rw)
         self._put(PUD_VMEMMAP, idx(VMEMMAP, 3), PMD_VMEMMAP | present_rw)

@@ -353,6 +353,36 @@ def test_filtered_capture_keeps_exactly_the_other_pages(tmp_path, kernel, kernel
             assert got == want, pfn
 
 
+def test_elf_copy_of_an_x86_64_kdump_has_the_kernels_virtual_addresses(tmp_path, kernel,
+                                                                       kernel_core):
+    """A kdump file keeps no virtual addresses; `copy` to ELF gives the PT_LOADs those of
+    /proc/vmcore (direct map, and the kernel image from _stext over the same bytes), found
+    in the kernel's page tables, so that vmcore-dmesg-like readers find symbols."""
+    from kernelmem import DIRECT_MAP, RAM, STEXT, STEXT_PHYS
+    from zfcpdump.cli.main import main
+
+    vmcore, size = kernel_core
+    disk = prepared_image(tmp_path, mib_above(size))
+    assert capture(disk, vmcore, "--compress", "zstd", "--dump-level", "31") == 0
+    out = tmp_path / "copy.elf"
+    assert main(["copy", f"{disk}:1", str(out)]) == 0
+    raw = out.read_bytes()
+    phnum = struct.unpack_from("<H", raw, 0x38)[0]
+    loads = [struct.unpack_from("<IIQQQQQQ", raw, 64 + 56 * i) for i in range(phnum)]
+    loads = [p for p in loads if p[0] == 1]
+    ram = [p for p in loads if p[3] < STEXT]
+    text = [p for p in loads if p[3] >= STEXT]
+    assert ram and all(v == DIRECT_MAP + pa for _t, _f, _o, v, pa, *_ in ram)
+    assert sum(p[6] for p in ram) == RAM
+    # the image: from _stext, physically contiguous, aliasing the RAM's file bytes
+    assert text[0][3:5] == (STEXT, STEXT_PHYS)
+    for _t, _f, off, vaddr, paddr, filesz, memsz, _a in text:
+        assert vaddr - STEXT == paddr - STEXT_PHYS
+        if filesz:
+            assert raw[off : off + 64] == bytes(kernel.mem[paddr : paddr + 64])
+    assert text[-1][4] + text[-1][6] == RAM  # up to the end of memory (below 1 GiB)
+
+
 def test_engines_write_identical_filtered_partitions(tmp_path, kernel_core):
     vmcore, size = kernel_core
     parts = []

@@ -6,6 +6,7 @@ and page-cache file patterns are not in it."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,12 @@ def check(res: harness.RunResult, workdir: Path, dump_dmesg: DumpDmesg,
         p = subprocess.run([sys.executable, "-m", "zfcpdump", "copy", f"{res.disk}:1", str(out)],
                            capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
+        # ... and the ELF copy still reads as a kernel dump: vmcore-dmesg finds the log
+        # through the PT_LOADs' virtual addresses
+        vd = shutil.which("vmcore-dmesg") or "/usr/sbin/vmcore-dmesg"
+        p = subprocess.run([vd, str(out)], capture_output=True, text=True, errors="replace")
+        assert "Kernel panic - not syncing: sysrq triggered crash" in p.stdout, \
+            f"vmcore-dmesg on the ELF copy: {p.stderr[-500:]}"
         tokens = [f"E2E-FILE-{res.nonce}\n".encode(), f"E2E-HEAP-{res.nonce}\n".encode()]
         found = list(harness.count_patterns(out, tokens).values())
         for n, nbytes, token in zip(found, pattern_bytes, tokens):

@@ -17,7 +17,7 @@ import struct
 from ..formats import elf_notes as N
 from ..layout import Layout
 from ..model import Dump, Note, S390Regs
-from . import cpu_content
+from . import cpu_content, x86_vaddr
 
 EHDR_SIZE = 64
 PHDR_SIZE = 56
@@ -25,6 +25,7 @@ PT_LOAD = 1
 PT_NOTE = 4
 PF_RWX = 7
 PAGE = 4096
+MASK64 = (1 << 64) - 1
 E_MACHINE = {"s390x": 22, "x86_64": 62, "aarch64": 183, "ppc64": 21, "riscv64": 243}
 
 
@@ -69,18 +70,31 @@ def elf_layout(dump: Dump) -> Layout:
     e = ">" if byteorder == "big" else "<"
     notes = s390_notes(dump) if dump.arch == "s390x" else foreign_notes(dump)
     note_bytes = b"".join(N.encode_note(n, byteorder) for n in notes)
-    phnum = 1 + len(dump.chunks)
+    # x86_64 from a dump without virtual addresses: give the PT_LOADs /proc/vmcore's
+    # (direct map, and the kernel image aliasing the same bytes), else vaddr = paddr
+    maps = x86_vaddr.kernel_mappings(dump)
+    text = [] if maps is None else [(c, lo, hi) for c in dump.chunks
+                                    for lo, hi in [maps.image_overlap(c.start, c.size)] if lo < hi]
+    phnum = 1 + len(dump.chunks) + len(text)
     note_off = EHDR_SIZE + PHDR_SIZE * phnum
     phdrs = [struct.pack(e + "IIQQQQQQ", PT_NOTE, 0, note_off, 0, 0, len(note_bytes), 0, 0)]
     data_off = note_off + len(note_bytes)
-    placed = []
+    placed, offsets = [], {}
     for chunk in dump.chunks:
         filesz = 0 if chunk.is_zero else chunk.size
-        phdrs.append(struct.pack(e + "IIQQQQQQ", PT_LOAD, PF_RWX, data_off, chunk.start,
+        vaddr = chunk.start if maps is None else (maps.direct_map + chunk.start) & MASK64
+        phdrs.append(struct.pack(e + "IIQQQQQQ", PT_LOAD, PF_RWX, data_off, vaddr,
                                  chunk.start, filesz, chunk.size, PAGE))
         if filesz:
             placed.append((data_off, chunk))
+        offsets[id(chunk)] = data_off
         data_off += filesz
+    for chunk, lo, hi in text:  # after the RAM, pointing into its bytes
+        filesz = 0 if chunk.is_zero else hi - lo
+        phdrs.append(struct.pack(e + "IIQQQQQQ", PT_LOAD, PF_RWX,
+                                 offsets[id(chunk)] + lo - chunk.start,
+                                 maps.text_vaddr + lo - maps.text_paddr, lo, filesz, hi - lo,
+                                 PAGE))
     layout = Layout()
     machine = E_MACHINE.get(dump.arch, 0)
     layout.add_buffer(0, elf_header(phnum, machine, byteorder) + b"".join(phdrs) + note_bytes)
@@ -88,3 +102,4 @@ def elf_layout(dump: Dump) -> Layout:
         layout.add_chunk(offset, chunk)
     layout.set_size(data_off)
     return layout
+
