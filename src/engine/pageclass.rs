@@ -11,6 +11,8 @@
 //! whose pfn is not aligned to it, is kept (makedumpfile would drop `1 << order` pages
 //! on the word of a possibly corrupted `struct page`).
 
+use crate::engine::kdump::bitmap::bit_set;
+
 /// makedumpfile dump_level bits walked here.
 pub const DL_EXCLUDE_CACHE: u32 = 2;
 pub const DL_EXCLUDE_CACHE_PRIVATE: u32 = 4;
@@ -134,11 +136,6 @@ fn bit(flags: u64, nr: u32) -> bool {
     (flags >> nr) & 1 != 0
 }
 
-fn is_set(bitmap: &[u8], pfn: u64) -> bool {
-    let i = (pfn >> 3) as usize;
-    i < bitmap.len() && bitmap[i] & (1 << (pfn & 7)) != 0
-}
-
 /// Clear bits `[lo, hi)` of `bitmap` (those inside it); how many were set.
 fn clear_range(bitmap: &mut [u8], lo: u64, hi: u64) -> u64 {
     let hi = hi.min(8 * bitmap.len() as u64);
@@ -184,7 +181,7 @@ pub fn exclude_pages(
     };
     for i in 0..n {
         let pfn = first_pfn + i as u64;
-        if !is_set(dumpable, pfn) {
+        if !bit_set(dumpable, pfn) {
             continue;
         }
         let page = &memmap[i * ps.size..(i + 1) * ps.size];

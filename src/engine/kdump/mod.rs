@@ -132,33 +132,6 @@ pub fn page_runs(segments: &[Segment], page_size: u64) -> Result<Vec<Run>, Strin
     Ok(runs)
 }
 
-/// Whether bit `pfn` of a bitmap by pfn (LSB first) is set; bits past its end are not.
-pub fn bit_set(bitmap: &[u8], pfn: u64) -> bool {
-    let i = (pfn >> 3) as usize;
-    i < bitmap.len() && bitmap[i] & (1 << (pfn & 7)) != 0
-}
-
-/// How many pages of `runs` have their bit set in `dumpable`: the descriptors a
-/// filtered dump has. Whole bytes are counted at once.
-pub fn count_dumpable(runs: &[(u64, u64)], dumpable: &[u8]) -> u64 {
-    let mut n = 0;
-    for &(first, count) in runs {
-        let (mut pfn, end) = (first, first + count);
-        while pfn < end {
-            if pfn & 7 == 0 && end - pfn >= 8 {
-                n += dumpable
-                    .get((pfn >> 3) as usize)
-                    .map_or(0, |b| b.count_ones() as u64);
-                pfn += 8;
-            } else {
-                n += bit_set(dumpable, pfn) as u64;
-                pfn += 1;
-            }
-        }
-    }
-    n
-}
-
 /// `(first pfn, count)` of the runs, adjacent ones merged (for the bitmaps).
 pub fn pfn_ranges(runs: &[Run]) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
@@ -366,7 +339,7 @@ pub fn write_kdump(
                     max_mapnr.div_ceil(8)
                 )));
             }
-            count_dumpable(&ram, bitmap)
+            bitmap::count_dumpable(&ram, bitmap)
         }
     };
     let layout = Layout::new(ps, plan.notes.len() as u64, &runs, ndesc, exclude_zero);

@@ -301,7 +301,7 @@ fn reader_thread(
             let run = &job.runs[ri];
             let pfn = run.pfn + pi;
             // filtered out: no descriptor, no data, not even read
-            let keep = |p: u64| job.dumpable.is_none_or(|bm| super::bit_set(bm, p));
+            let keep = |p: u64| job.dumpable.is_none_or(|bm| bitmap::bit_set(bm, p));
             if !keep(pfn) {
                 pi += 1;
                 if pi == run.count {

@@ -400,9 +400,9 @@ fn filtered_pages_leave_the_2nd_bitmap_and_the_data_only() {
 #[test]
 fn count_dumpable_counts_set_bits_inside_the_runs() {
     let bitmap = [0b1110_0110u8, 0xFF, 0b0000_1001];
-    assert_eq!(count_dumpable(&[(0, 24)], &bitmap), 5 + 8 + 2);
+    assert_eq!(bitmap::count_dumpable(&[(0, 24)], &bitmap), 5 + 8 + 2);
     assert_eq!(
-        count_dumpable(&[(1, 2), (9, 3), (16, 8), (30, 5)], &bitmap),
+        bitmap::count_dumpable(&[(1, 2), (9, 3), (16, 8), (30, 5)], &bitmap),
         2 + 3 + 2
     );
 }
