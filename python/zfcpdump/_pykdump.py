@@ -101,8 +101,8 @@ def kdump_write(src_fd: int, dst_fd: int, segments: Sequence[Tuple[int, Optional
     """Write everything but block 0 of a kdump-compressed dump; return block 0.
     (``mmap`` and ``adaptive`` are accepted for the native engine's signature and
     ignored: this twin reads with ``pread`` and compresses every page, which is what
-    the native engine writes when its writer never waits.) ``dumpable``: page-class filtering, bit N set if pfn N goes
-    into the dump; it must cover the RAM."""
+    the native engine writes when its writer never waits.) ``dumpable``: page-class
+    filtering, bit N set if pfn N goes into the dump; it must cover the RAM."""
     if compress not in K.FLAGS:
         page_compressor(compress, level)  # raises the right message
     comp = None if compress == "none" else page_compressor(compress, level)
@@ -114,14 +114,11 @@ def kdump_write(src_fd: int, dst_fd: int, segments: Sequence[Tuple[int, Optional
     exclude_zero = bool(dump_level & K.DL_EXCLUDE_ZERO)
     runs = K.page_runs([(int(a), None if s is None else int(s), int(n)) for a, s, n in segments], ps)
     ram = K.pfn_ranges(runs)
-    if dumpable is None:
-        ndesc = sum(r.count for r in runs)
-    else:
+    if dumpable is not None:
         need = -(-(runs[-1].pfn + runs[-1].count) // 8) if runs else 0
         if len(dumpable) < need:
             raise ValueError(f"the dumpable bitmap has {len(dumpable)} bytes, the RAM needs {need}")
-        ndesc = K.count_dumpable(ram, dumpable)
-    layout = K.Layout.of(ps, len(notes), runs, ndesc, exclude_zero)
+    layout = K.Layout.of(ps, len(notes), runs, K.count_dumpable(ram, dumpable), exclude_zero)
     end = base + limit
     if base + layout.first_page_off > end:
         raise _err("write", dst_fd, base, layout.first_page_off, _errno.ENOSPC,

@@ -93,8 +93,7 @@ class KdumpPlan:
     big_endian: bool
     phys_base: int
     page_size: int
-    has_vmcoreinfo: bool
-    fields: dict
+    fields: dict  # VMCOREINFO, empty without it
 
     def writer_kwargs(self) -> dict:
         return dict(utsname=self.utsname, tv_sec=self.tv_sec, tv_usec=0,
@@ -149,7 +148,7 @@ def build_plan(src_fd: int, core: ElfCore, memory: Optional[Dump], *,
         src = chunk.source.file_offset if isinstance(chunk.source, FileSpan) else None
         segments.append((chunk.start, src, chunk.size))
     return KdumpPlan(segments, notes, vmci, utsname, tv_sec, nr_cpus, core.byteorder == "big",
-                     phys_base, page_size, bool(text), fields)
+                     phys_base, page_size, fields)
 
 
 def class_names(dump_level: int) -> str:
@@ -157,17 +156,18 @@ def class_names(dump_level: int) -> str:
                                       (16, "free")) if dump_level & bit)
 
 
-def page_filter(core: ElfCore, memory: Optional[Dump], plan: KdumpPlan, dump_level: int,
-                engine: str) -> tuple[int, Optional[pagefilter.FilterResult], Optional[str]]:
+def page_filter(core: ElfCore, memory: Optional[Dump], plan: KdumpPlan,
+                ram: list[tuple[int, int]], dump_level: int, engine: str
+                ) -> tuple[int, Optional[pagefilter.FilterResult], Optional[str]]:
     """(dump level applied, the walk's result or None, WARNING or None). A walk that
-    cannot be done, or fails, leaves every RAM page in the dump, never fewer."""
+    cannot be done, or fails, leaves every RAM page (`ram`, (first pfn, count)) in the
+    dump, never fewer."""
     zero = dump_level & K.DL_EXCLUDE_ZERO
     if not dump_level & pagefilter.DL_CLASSES:
         return zero, None, None
     try:
         if memory is None:
             raise pagefilter.FilterUnavailable("the vmcore's memory cannot be read as a model")
-        ram = K.pfn_ranges(K.page_runs(plan.segments, plan.page_size))
         res = pagefilter.filter_pages(memory.read_phys, plan.fields, arch=core.arch,
                                       big_endian=plan.big_endian, page_size=plan.page_size,
                                       ram=ram, dump_level=dump_level, engine=engine)
@@ -209,17 +209,17 @@ class KdumpCapture(Capture):
         copy_table(core, vmcore_size, hsa_size)  # the same HSA checks as the raw capture
         memory = read_memory(src_fd, vmcore_size)
         plan = build_plan(src_fd, core, memory)
-        level_applied, filtered, warning = page_filter(core, memory, plan, o.dump_level,
+        runs = K.page_runs(plan.segments, plan.page_size)
+        ram = K.pfn_ranges(runs)
+        level_applied, filtered, warning = page_filter(core, memory, plan, ram, o.dump_level,
                                                        o.engine)
         if warning:
             c.err(f"WARNING: {warning}")
         if filtered is not None:
             c.out(filter_summary(filtered, plan.page_size))
         exclude_zero = bool(level_applied & K.DL_EXCLUDE_ZERO)
-        ram = K.page_runs(plan.segments, plan.page_size)
-        ndesc = (sum(r.count for r in ram) if filtered is None else
-                 K.count_dumpable(K.pfn_ranges(ram), filtered.dumpable))
-        layout = K.Layout.of(plan.page_size, len(plan.notes), ram, ndesc, exclude_zero)
+        ndesc = K.count_dumpable(ram, None if filtered is None else filtered.dumpable)
+        layout = K.Layout.of(plan.page_size, len(plan.notes), runs, ndesc, exclude_zero)
         if layout.first_page_off > sb.dump_size:
             raise DiskRefused(f"Disk too small: dump metadata={mib(layout.first_page_off)}MB "
                               f"(diskspace={mib(sb.dump_size)}MB)")
@@ -252,7 +252,7 @@ class KdumpCapture(Capture):
             self._commit(disk_fd, sb, base, bytes(res.header))
         progress.finish()
         elapsed = time.monotonic() - start
-        ram_bytes = sum(r.count for r in ram) * plan.page_size
+        ram_bytes = K.count_dumpable(ram, None) * plan.page_size
         ratio = res.file_size / ram_bytes if ram_bytes else 1.0
         c.out(f" written..: {mib(res.file_size)} MB of {mib(ram_bytes)} MB memory "
               f"({100 * ratio:.1f}%), {res.zero_pages} zero pages elided, "

@@ -99,8 +99,11 @@ def bit_set(bitmap: bytes, pfn: int) -> bool:
     return i < len(bitmap) and bool(bitmap[i] & (1 << (pfn & 7)))
 
 
-def count_dumpable(ranges: Sequence[tuple[int, int]], dumpable: bytes) -> int:
-    """Pages of the `(first pfn, count)` ranges whose bit is set in `dumpable`."""
+def count_dumpable(ranges: Sequence[tuple[int, int]], dumpable: Optional[bytes]) -> int:
+    """Pages of the `(first pfn, count)` ranges whose bit is set in `dumpable` (all of
+    them without a bitmap): the descriptors of the dump."""
+    if dumpable is None:
+        return sum(count for _first, count in ranges)
     n = 0
     for first, count in ranges:
         pfn, end = first, first + count

@@ -231,15 +231,6 @@ def bit_runs(bitmap: bytes, limit: int) -> list[tuple[int, int]]:
     return out
 
 
-def excluded_pages(pread: Pread, hdr: KdumpHeader) -> int:
-    """RAM pages (1st bitmap) that are not in the dump (2nd bitmap)."""
-    half = hdr.bitmap_blocks // 2 * hdr.block_size
-    bm_off = (1 + hdr.sub_hdr_size) * hdr.block_size
-    ram = int.from_bytes(pread(half, bm_off), "little")
-    dumped = int.from_bytes(pread(half, bm_off + half), "little")
-    return (ram & ~dumped).bit_count()
-
-
 def memory_chunks(pread: Pread, hdr: KdumpHeader) -> list[MemChunk]:
     bs = hdr.block_size
     half = hdr.bitmap_blocks // 2 * bs
@@ -352,7 +343,9 @@ def read_kdump_from(pread: Pread, size: int, fmt: str, path: Optional[str]) -> D
         a.time_created = unix_us_to_tod(hdr.tv_sec * 1_000_000)
     a.file_size = size
     a.dump_level = hdr.dump_level
-    a.excluded_pages = excluded_pages(pread, hdr)
+    # RAM not in the dump is what memory_chunks made zero chunks of (no second read
+    # of the bitmaps)
+    a.excluded_pages = sum(c.size for c in dump.chunks if c.is_zero) // hdr.block_size
     dump.kdump_incomplete = bool(hdr.status & STATUS_INCOMPLETE)
     return dump
 
