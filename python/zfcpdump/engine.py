@@ -10,7 +10,6 @@ same bytes and digests, and raise the same :class:`EngineIOError`.
 from __future__ import annotations
 
 import os
-
 import sys
 from typing import Any, Callable
 

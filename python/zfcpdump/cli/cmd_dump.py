@@ -255,9 +255,7 @@ def _kdump_usage(args: argparse.Namespace) -> str | None:
                 "the rust engine has zstd, zlib, snappy and none")
     if args.verify or args.meta:
         return "--verify/--meta are not supported with --compress"
-    if args.dump_level is None:
-        args.dump_level = 1
-    if not 0 <= args.dump_level <= 31:
+    if args.dump_level is not None and not 0 <= args.dump_level <= 31:
         return "--dump-level must be 0-31"
     if args.threads < 0:
         return "--threads must be 0 (all CPUs) or more"
@@ -271,7 +269,8 @@ def _run_kdump(args: argparse.Namespace, opts: CaptureOptions, console: Console)
     from ..capture_kdump import KdumpCapture, KdumpCaptureOptions
 
     kopts = KdumpCaptureOptions(**dataclasses.asdict(opts), compress=args.compress,
-                                level=args.level, dump_level=args.dump_level,
+                                level=args.level,
+                                dump_level=1 if args.dump_level is None else args.dump_level,
                                 adaptive=args.adaptive,
                                 threads=args.threads)
     KdumpCapture(kopts, console).run()

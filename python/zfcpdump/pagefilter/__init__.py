@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
+from ..formats import kdump_layout as K
 from .classify import classifier
 from .errors import FilterUnavailable, TranslationError
 from .page_struct import CLASSES, DL_CLASSES, PageStruct
@@ -60,21 +61,9 @@ class FilterResult:
 
 
 def ram_bitmap(ram: Sequence[tuple[int, int]], max_mapnr: int) -> bytearray:
-    """Bitmap by pfn (LSB first) with the `(first pfn, count)` ranges set."""
-    bm = bytearray(-(-max_mapnr // 8))
-    for pfn, count in ram:
-        end = pfn + count
-        while pfn < end and pfn & 7:
-            bm[pfn >> 3] |= 1 << (pfn & 7)
-            pfn += 1
-        whole = (end - pfn) // 8
-        if whole > 0:
-            bm[pfn >> 3 : (pfn >> 3) + whole] = b"\xff" * whole
-            pfn += 8 * whole
-        while pfn < end:
-            bm[pfn >> 3] |= 1 << (pfn & 7)
-            pfn += 1
-    return bm
+    """Bitmap by pfn (LSB first) with the `(first pfn, count)` ranges set: the kdump
+    1st bitmap, which the walk then clears page by page."""
+    return bytearray(K.bitmap_window(ram, 0, -(-max_mapnr // 8)))
 
 
 def kernel_version(fields: Mapping[str, str]) -> tuple[int, int]:

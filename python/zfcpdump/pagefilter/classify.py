@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 from typing import Callable, Optional
 
+from ..formats.kdump_layout import bit_set
 from .page_struct import (DL_EXCLUDE_CACHE, DL_EXCLUDE_CACHE_PRIVATE, DL_EXCLUDE_FREE,
                           DL_EXCLUDE_USER)
 
@@ -50,8 +51,7 @@ def exclude_pages(memmap: bytes, first_pfn: int, ps: dict, dump_level: int,
     head_mask, offline_value, hugetlb = ps["pg_head_mask"], ps["offline_mapcount"], ps["hugetlb_dtor"]
     for i in range(n):
         pfn = first_pfn + i
-        byte = pfn >> 3
-        if byte >= len(dumpable) or not dumpable[byte] & (1 << (pfn & 7)):
+        if not bit_set(dumpable, pfn):
             continue
         at = i * size
         flags = u64(memmap, at + off_flags)[0]

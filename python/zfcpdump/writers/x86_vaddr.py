@@ -12,7 +12,6 @@ from typing import Optional
 from ..model import Dump
 
 GIB = 1 << 30
-START_KERNEL_MAP = 0xFFFF_FFFF_8000_0000
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ def kernel_mappings(dump: Dump) -> Optional[KernelMappings]:
     if dump.arch != "x86_64":
         return None
     from ..pagefilter.errors import FilterUnavailable, TranslationError
-    from ..pagefilter.x86_64 import X86_64PageTables
+    from ..pagefilter.x86_64 import START_KERNEL_MAP, X86_64PageTables
 
     fields = dump.vmcoreinfo_fields()
     try:
