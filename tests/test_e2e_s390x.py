@@ -106,10 +106,8 @@ def run(guest, workdir, report):
                       mem_mib=GUEST_MEM_MIB, timeout=480, log=lambda s: None)
     report.append(res.report())
     yield res
-    if not os.environ.get("ZFCPDUMP_E2E_KEEP"):
-        for f in (res.dump_elf, res.disk, *workdir.glob("first-*.img"), *workdir.glob("*.elf")):
-            if f is not None and f.exists():
-                f.unlink()
+    fixtures.discard(res.dump_elf, res.disk, *workdir.glob("first-*.img"),
+                     *workdir.glob("*.elf"))
 
 
 def _need_dump(res: harness.RunResult) -> None:
@@ -301,16 +299,7 @@ def test_s390x_guest_writes_a_filtered_compressed_dump(guest, workdir, report):
 
     if _probe()[0] is None:
         _skip_or_fail(f"needs the s390x makedumpfile under qemu-user: {_probe()[1]}")
-    res = harness.run(guest, workdir, engine="default", crashkernel=CRASHKERNEL,
-                      mem_mib=GUEST_MEM_MIB, extra_args="--compress zlib --dump-level 31",
-                      timeout=600, log=lambda s: None)
-    try:
-        report.append(filtered.check(
-            res, workdir, lambda kdump, out: run_makedumpfile("--dump-dmesg", kdump, out),
-            (PATTERN_FILE_BYTES, PATTERN_HEAP_BYTES)))
-    finally:
-        report.append(res.report())
-        if not os.environ.get("ZFCPDUMP_E2E_KEEP"):
-            for f in (res.disk, *workdir.glob("first-*.img")):
-                if f is not None and f.exists():
-                    f.unlink()
+    filtered.run(guest, workdir, report, engine="default", crashkernel=CRASHKERNEL,
+                 mem_mib=GUEST_MEM_MIB, timeout=600,
+                 dump_dmesg=lambda kdump, out: run_makedumpfile("--dump-dmesg", kdump, out),
+                 pattern_bytes=(PATTERN_FILE_BYTES, PATTERN_HEAP_BYTES))

@@ -143,10 +143,7 @@ def test_crashed_guest_dumps_itself(guest, workdir, report, engine, extra):
         if res.patterns:
             report.append(f"  {res.engine}: patterns found {sorted(res.patterns.values())}; "
                           f"vmcore-dmesg: {res.dmesg_panic.strip()}")
-        if not os.environ.get("ZFCPDUMP_E2E_KEEP"):
-            for f in (res.dump_elf, res.disk, *workdir.glob(f"first-{engine}-*.img")):
-                if f is not None and f.exists():
-                    f.unlink()
+        fixtures.discard(res.dump_elf, res.disk, *workdir.glob(f"first-{engine}-*.img"))
 
 
 def _readback_cross_check(res: harness.RunResult) -> None:
@@ -241,20 +238,10 @@ def _filter_cross_check(res: harness.RunResult, workdir: Path, engine: str) -> l
 def test_crashed_guest_writes_a_filtered_compressed_dump(guest, workdir, report):
     """In the dump kernel, straight from /proc/vmcore: `zfcpdump --compress zlib
     --dump-level 31` (e2e/filtered.py says what is checked)."""
-    res = harness.run(guest, workdir, engine="rust", crashkernel=CRASHKERNEL,
-                      mem_mib=GUEST_MEM_MIB, extra_args="--compress zlib --dump-level 31",
-                      timeout=420, log=lambda s: None)
-    try:
-        def dump_dmesg(kdump: Path, out: Path) -> subprocess.CompletedProcess:
-            return subprocess.run(["makedumpfile", "--dump-dmesg", str(kdump), str(out)],
-                                  capture_output=True, text=True)
+    def dump_dmesg(kdump: Path, out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["makedumpfile", "--dump-dmesg", str(kdump), str(out)],
+                              capture_output=True, text=True)
 
-        report.append(filtered.check(res, workdir, dump_dmesg,
-                                     (PATTERN_FILE_BYTES, PATTERN_HEAP_BYTES)))
-        assert res.rc == 0
-    finally:
-        report.append(res.report())
-        if not os.environ.get("ZFCPDUMP_E2E_KEEP"):
-            for f in (res.disk, *workdir.glob("first-rust-*.img")):
-                if f is not None and f.exists():
-                    f.unlink()
+    filtered.run(guest, workdir, report, engine="rust", crashkernel=CRASHKERNEL,
+                 mem_mib=GUEST_MEM_MIB, timeout=420, dump_dmesg=dump_dmesg,
+                 pattern_bytes=(PATTERN_FILE_BYTES, PATTERN_HEAP_BYTES))

@@ -12,10 +12,26 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from . import harness
+from . import fixtures, harness
 
 #: makedumpfile --dump-dmesg KDUMP OUT, the host's or the s390x one under qemu-user
 DumpDmesg = Callable[[Path, Path], subprocess.CompletedProcess]
+ARGS = "--compress zlib --dump-level 31"
+
+
+def run(guest: harness.Guest, workdir: Path, report: list, *, engine: str, crashkernel: str,
+        mem_mib: int, timeout: float, dump_dmesg: DumpDmesg,
+        pattern_bytes: tuple[int, int]) -> None:
+    """Crash the guest, let its dump kernel run `zfcpdump ARGS`, check the dump; the
+    run's figures go to the report, its disks away (fixtures.discard)."""
+    res = harness.run(guest, workdir, engine=engine, crashkernel=crashkernel,
+                      mem_mib=mem_mib, extra_args=ARGS, timeout=timeout, log=lambda s: None)
+    try:
+        report.append(check(res, workdir, dump_dmesg, pattern_bytes))
+        assert res.rc == 0
+    finally:
+        report.append(res.report())
+        fixtures.discard(res.disk, res.disk.with_name(res.disk.name.replace("disk-", "first-", 1)))
 
 
 def check(res: harness.RunResult, workdir: Path, dump_dmesg: DumpDmesg,

@@ -1,11 +1,13 @@
 """What the x86_64 and s390x end-to-end tests share: where the runs go, the report
-printed after the tests, and "skip here, fail in CI" for a missing requirement."""
+printed after the tests, "skip here, fail in CI" for a missing requirement, and
+throwing a run's disks away unless they are to be kept."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -26,6 +28,15 @@ def make_workdir(tmp_path_factory, sub: str) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         return d
     return tmp_path_factory.mktemp(sub)
+
+
+def discard(*paths: Optional[Path]) -> None:
+    """Remove a run's disks and dumps, unless ZFCPDUMP_E2E_KEEP keeps them."""
+    if os.environ.get("ZFCPDUMP_E2E_KEEP"):
+        return
+    for f in paths:
+        if f is not None and f.exists():
+            f.unlink()
 
 
 def report_lines(request, prefix: str):

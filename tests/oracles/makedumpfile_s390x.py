@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import subprocess
 
 import pytest
 
-from .zgetdump import QEMU, ROOT, _no_core_dumps, _qemu
+from .zgetdump import QEMU, ROOT, _no_core_dumps, _qemu, probe_version
 
 MAKEDUMPFILE = ROOT / "usr" / "bin" / "makedumpfile"
 
@@ -26,18 +25,12 @@ def run_makedumpfile(*args, timeout: float = 600) -> subprocess.CompletedProcess
 
 @functools.lru_cache(maxsize=None)
 def _probe() -> tuple[str | None, str]:
-    if _qemu() is None:
-        return None, f"{QEMU} not found (see .ci/install-oracles.sh)"
-    if not MAKEDUMPFILE.is_file():
-        return None, f"s390x makedumpfile not found at {MAKEDUMPFILE} (run .ci/install-oracles.sh)"
-    try:
+    """(version, reason-if-unavailable)."""
+    def version_run() -> tuple[int, str]:
         p = run_makedumpfile("-v", timeout=60)
-    except (OSError, subprocess.SubprocessError) as e:
-        return None, f"makedumpfile under qemu-user does not run: {e}"
-    m = re.search(r"version (\d+(?:\.\d+)+)", p.stdout + p.stderr)
-    if not m:
-        return None, f"makedumpfile -v under qemu-user failed: {(p.stdout + p.stderr)[:200]}"
-    return m.group(1), ""
+        return p.returncode, p.stdout + p.stderr
+
+    return probe_version("makedumpfile", MAKEDUMPFILE, version_run)
 
 
 needs_makedumpfile_s390x = pytest.mark.skipif(

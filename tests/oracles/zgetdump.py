@@ -14,6 +14,7 @@ import resource
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -63,22 +64,32 @@ def _run(args, stdout, timeout) -> subprocess.CompletedProcess:
     return p
 
 
+def probe_version(name: str, binary: Path,
+                  version_run: Callable[[], tuple[int, str]]) -> tuple[str | None, str]:
+    """(version, reason-if-unavailable) of an s390x tool in ROOT under qemu-user;
+    `version_run` runs its `-v` and returns (exit status, output)."""
+    if _qemu() is None:
+        return None, f"{QEMU} not found (apt-get install qemu-user-static; see .ci/install-oracles.sh)"
+    if not binary.is_file():
+        return None, f"s390x {name} not found at {binary} (run .ci/install-oracles.sh)"
+    try:
+        rc, text = version_run()
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"{name} under qemu-user does not run: {e}"
+    m = re.search(r"version (\d+(?:\.\d+)+)", text)
+    if rc != 0 or not m:
+        return None, f"{name} -v under qemu-user failed (exit {rc}): {text.strip()[:200]}"
+    return m.group(1), ""
+
+
 @functools.lru_cache(maxsize=None)
 def _probe() -> tuple[str | None, str]:
     """(version, reason-if-unavailable)."""
-    if _qemu() is None:
-        return None, f"{QEMU} not found (apt-get install qemu-user-static; see .ci/install-oracles.sh)"
-    if not ZGETDUMP.is_file():
-        return None, f"s390x zgetdump not found at {ZGETDUMP} (run .ci/install-oracles.sh)"
-    try:
+    def version_run() -> tuple[int, str]:
         p = _run(("-v",), None, 60)
-    except (OSError, subprocess.SubprocessError) as e:
-        return None, f"zgetdump under qemu-user does not run: {e}"
-    m = re.search(r"version (\d+(?:\.\d+)+)", p.stdout.decode(errors="replace") + p.stderr)
-    if p.returncode != 0 or not m:
-        return None, (f"zgetdump -v under qemu-user failed (exit {p.returncode}): "
-                      f"{p.stderr.strip()[:200]}")
-    return m.group(1), ""
+        return p.returncode, p.stdout.decode(errors="replace") + p.stderr
+
+    return probe_version("zgetdump", ZGETDUMP, version_run)
 
 
 def zgetdump_available() -> bool:
