@@ -383,6 +383,51 @@ def test_elf_copy_of_an_x86_64_kdump_has_the_kernels_virtual_addresses(tmp_path,
     assert text[-1][4] + text[-1][6] == RAM  # up to the end of memory (below 1 GiB)
 
 
+@pytest.mark.parametrize("image_mib", [5, 9])
+def test_elf_copy_reads_back_with_the_sources_chunks(tmp_path, kernel, image_mib):
+    """The kernel-image PT_LOADs of an ELF copy alias the RAM's bytes: read back, the copy
+    has the source's chunks, not chunks cut where the image happens to end (KASLR puts it
+    anywhere; the end-to-end test met a cut at 652 MiB)."""
+    from kernelmem import STEXT, STEXT_PHYS, vmcoreinfo
+    from zfcpdump.cli.main import main
+
+    image = STEXT_PHYS + (image_mib << 20) + 3 * PAGE  # KERNEL_IMAGE_SIZE counts from 0
+    src = tmp_path / "vmcore.elf"
+    kernel.write(src, vmcoreinfo() + f"NUMBER(KERNEL_IMAGE_SIZE)={image}\n".encode())
+    out = tmp_path / "copy.elf"
+    assert main(["copy", str(src), str(out)]) == 0
+    raw = out.read_bytes()
+    phnum = struct.unpack_from("<H", raw, 0x38)[0]
+    loads = [struct.unpack_from("<IIQQQQQQ", raw, 64 + 56 * i) for i in range(phnum)]
+    text = [p for p in loads if p[0] == 1 and p[3] >= STEXT]
+    assert [(p[4], p[6]) for p in text] == [(STEXT_PHYS, (image_mib << 20) + 3 * PAGE)]
+    with open_dump(str(src)) as a, open_dump(str(out)) as b:
+        assert [(c.start, c.size) for c in b.chunks] == [(c.start, c.size) for c in a.chunks]
+        assert b.read_phys(0, len(kernel.mem)) == bytes(kernel.mem)
+
+
+def test_a_load_with_bytes_of_its_own_is_no_alias():
+    """/proc/vmcore's kernel-image PT_LOAD repeats physical memory from bytes of its own:
+    merge_chunks decides there (zgetdump's rule); only a LOAD over the same file bytes,
+    or over zeroes where the other has zeroes too, is an alias."""
+    from zfcpdump.readers.elf import ProgramHeader, alias_loads
+
+    def load(i, offset, paddr, filesz, memsz):
+        return ProgramHeader(i, 1, 7, offset, 0, paddr, filesz, memsz, PAGE)
+
+    ram = load(0, 0x1000, 0, 0x100000, 0x200000)  # 1 MiB of bytes, 1 MiB of zeroes
+    assert alias_loads([ram, load(1, 0x1000 + 0x8000, 0x8000, 0x4000, 0x4000)]) == {1}
+    assert alias_loads([ram, load(1, 0x1000 + 0x8000, 0x8000, 0x4000, 0x4000)][::-1]) == {1}
+    assert alias_loads([ram, load(1, 0x300000, 0x8000, 0x4000, 0x4000)]) == set()  # own bytes
+    assert alias_loads([ram, load(1, 0, 0x180000, 0, 0x1000)]) == {1}  # zeroes over zeroes
+    assert alias_loads([ram, load(1, 0, 0xFF000, 0, 0x2000)]) == set()  # zeroes over bytes
+    # bytes running into zeroes where the other does too; and past the other's end
+    assert alias_loads([ram, load(1, 0x1000 + 0xFF000, 0xFF000, 0x1000, 0x3000)]) == {1}
+    assert alias_loads([ram, load(1, 0x1000 + 0xFF000, 0xFF000, 0x1000, 0x200000)]) == set()
+    twin = load(1, 0x1000, 0, 0x100000, 0x200000)  # identical LOADs: the second is the alias
+    assert alias_loads([ram, twin]) == {1}
+
+
 def test_engines_write_identical_filtered_partitions(tmp_path, kernel_core):
     vmcore, size = kernel_core
     parts = []

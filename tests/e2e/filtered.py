@@ -77,8 +77,8 @@ def check(res: harness.RunResult, workdir: Path, dump_dmesg: DumpDmesg,
         found = list(harness.count_patterns(out, tokens).values())
         for n, nbytes, token in zip(found, pattern_bytes, tokens):
             # the raw dump holds >= 90 % of the copies (the raw tests check that); a few
-            # stay in kernel memory the patterns passed through (pipe, tty, shell
-            # buffers), which a filtered dump keeps: 3.4 % of the heap's on s390x
+            # stay in kernel memory the patterns passed through (pipe buffers, pages
+            # freed to the per-CPU lists), which a filtered dump keeps, as makedumpfile's
             assert n < 0.1 * nbytes / len(token), f"{token!r}: {n} copies left"
     finally:
         for f in (kdump, dmesg, out):

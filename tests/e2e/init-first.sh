@@ -21,10 +21,26 @@ fail() { echo "E2E-FAIL: $*"; poweroff -f; sleep 10; }
 say "first kernel up: $(cat /proc/version)"
 say "crash kernel memory: $(grep -i 'crash kernel' /proc/iomem | sed 's/^ *//' | tr '\n' ' ')"
 
-# Known patterns. The file lives in the rootfs (tmpfs/ramfs page cache), the heap
-# pattern in a shell variable of a process that stays alive until the crash.
-yes "E2E-FILE-$NONCE" | head -c "$FILE_BYTES" > /tmp/e2e-pattern || fail "file pattern"
-sh -c "x=\$(yes E2E-HEAP-$NONCE | head -c $HEAP_BYTES); : > /tmp/heap-ready; while :; do sleep 3600; done" &
+# Known patterns, made without a pipe carrying them: the pages a pipe passes data
+# through are freed to the page allocator's per-CPU lists, not to the buddy lists, and
+# keep their bytes, so even a filtered dump (makedumpfile's too) would keep them.
+# repeat UNIT BYTES: at least BYTES of UNIT over and over, from the shell's own printf
+repeat() {
+    t="$1"; for _ in 1 2 3 4 5 6; do t="$t$t"; done  # 64 units per format
+    per=$((64 * ${#1}))
+    printf "$t%.0s" $(seq 1 $((($2 + per - 1) / per)))
+}
+nl='
+'
+# the file lives in the rootfs (tmpfs/ramfs page cache)
+repeat "E2E-FILE-$NONCE$nl" "$FILE_BYTES" > /tmp/e2e-pattern || fail "file pattern"
+# the heap: the one buffer of a dd that blocks writing it to a reader that reads one
+# byte (so dd holds it all) and sleeps. dd reads it from a file of byte-swapped lines
+# and swaps them back (conv=swab), so only the process holds the pattern itself.
+swapped=$(printf 'E2E-HEAP-%s\n' "$NONCE" | dd conv=swab 2>/dev/null)
+repeat "$swapped" "$HEAP_BYTES" > /tmp/e2e-heap.swab || fail "heap pattern"
+dd if=/tmp/e2e-heap.swab bs="$HEAP_BYTES" count=1 iflag=fullblock conv=swab 2>/dev/null \
+    | { dd bs=1 count=1 of=/dev/null 2>/dev/null; : > /tmp/heap-ready; exec sleep 86400; } &
 n=0
 while [ ! -e /tmp/heap-ready ]; do
     n=$((n + 1)); [ $n -gt 600 ] && fail "heap pattern not ready"

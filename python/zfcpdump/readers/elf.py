@@ -176,9 +176,13 @@ def split_cpus(notes: list[Note], arch: str) -> tuple[list[Cpu], list[Note], Opt
 
 def memory_chunks(fd: int, core: ElfCore) -> list[MemChunk]:
     """Memory keyed on p_paddr; p_memsz beyond p_filesz reads as zeroes; overlaps
-    (the kernel-image LOAD repeating part of the identity map) resolved by merge_chunks."""
+    (the kernel-image LOAD repeating part of the identity map) resolved by merge_chunks,
+    except aliases, which repeat another LOAD's very bytes (`alias_loads`)."""
     chunks: list[MemChunk] = []
+    aliases = alias_loads(core.loads)
     for ph in core.loads:
+        if ph.index in aliases:
+            continue
         if ph.filesz > ph.memsz:
             raise DumpDamaged(f"Invalid ELF dump (PT_LOAD {ph.index}: p_filesz > p_memsz)")
         if ph.memsz == 0:
@@ -191,6 +195,40 @@ def memory_chunks(fd: int, core: ElfCore) -> list[MemChunk]:
             chunks.append(MemChunk(ph.paddr + ph.filesz, ph.memsz - ph.filesz, None,
                                    ph.vaddr + ph.filesz))
     return merge_chunks(chunks)
+
+
+def alias_loads(loads: list[ProgramHeader]) -> set[int]:
+    """Indexes of the PT_LOADs that map a physical range another PT_LOAD already maps to
+    the same file bytes (or to zeroes, both). Our x86_64 ELF copies give the kernel image
+    such a second, virtual mapping: it adds an address, not memory, so the chunks stay as
+    the RAM gives them. /proc/vmcore's own kernel-image LOAD has bytes of its own: it is
+    no alias, and merge_chunks decides."""
+    ordered = sorted(loads, key=lambda ph: (ph.paddr, -ph.memsz, ph.index))
+    aliases: set[int] = set()
+    reach: list[int] = []  # reach[i]: the furthest end among ordered[:i + 1]
+    for i, ph in enumerate(ordered):
+        j = i - 1
+        while j >= 0 and reach[j] > ph.paddr:  # only loads that reach ph can cover it
+            other = ordered[j]
+            if other.index not in aliases and _maps_same_bytes(other, ph):
+                aliases.add(ph.index)
+                break
+            j -= 1
+        end = ph.paddr + ph.memsz
+        reach.append(max(end, reach[-1]) if reach else end)
+    return aliases
+
+
+def _maps_same_bytes(outer: ProgramHeader, inner: ProgramHeader) -> bool:
+    if not (outer.paddr <= inner.paddr and inner.paddr + inner.memsz <= outer.paddr + outer.memsz):
+        return False
+    outer_file_end = outer.paddr + outer.filesz
+    if inner.filesz == 0:
+        return inner.paddr >= outer_file_end
+    inner_file_end = inner.paddr + inner.filesz
+    return (inner.offset - inner.paddr == outer.offset - outer.paddr
+            and inner_file_end <= outer_file_end
+            and (inner.filesz == inner.memsz or inner_file_end == outer_file_end))
 
 
 def read_elf(fd: int, file_size: int, path: Optional[str] = None, *, base: int = 0) -> Dump:
