@@ -184,8 +184,10 @@ def test_compress_bench_smoke_file(tmp_path):
         # output size: compressed < raw; zero-page elision alone already shrinks it
         assert float(rows[name][-2]) < float(rows["raw capture (ELF copy)"][-2]), out
     assert "vs raw capture (ELF copy): speed x" in out
+    # the whole CLI process writes the same dump as the in-process run
+    assert rows["ours --compress snappy -d1, CLI process"][-2:] == rows["ours --compress snappy -d1"][-2:]
     if shutil.which("makedumpfile"):
-        assert "fastest compressed: ours" in out
+        assert "fastest compressed: ours 'ours --compress snappy -d1, CLI process'" in out
 
 
 def test_compress_bench_smoke_filtered_real_layout(tmp_path):

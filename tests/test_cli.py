@@ -30,6 +30,20 @@ def test_help_lists_commands_and_exit_codes():
     assert "busy marker" in res.stdout and "--verify" in res.stdout
 
 
+def test_version_is_the_installed_one_and_read_only_when_asked():
+    """In a dump kernel every second of start-up is downtime: the CLI builds its parser
+    without importlib.metadata (a third of its import time), and `--version` still
+    prints the installed package's version."""
+    from importlib.metadata import version
+
+    res = run_cli("--version")
+    assert (res.returncode, res.stdout) == (0, f"zfcpdump {version('zfcpdump')}\n")
+    probe = ("import sys; from zfcpdump.cli.main import build_parser; build_parser(); "
+             "print('importlib.metadata' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert res.stdout == "False\n", res.stderr
+
+
 def test_usage_error_exit_2():
     res = run_cli("prepare")
     assert res.returncode == 2

@@ -320,6 +320,7 @@ class Capture:
         digests: list[bytes] = []
         direct_used = False
         read_mode = "pread"
+        aio_warned = False
         for group in (hsa, rest):
             if group is rest and not self.hsa_released:
                 self._release_hsa()
@@ -339,6 +340,12 @@ class Capture:
                 )
             except engines.EngineIOError as exc:
                 raise DumpFailed(self._io_message(exc, base)) from None
+            if (o.io_engine == "aio" and res.direct and not o.verify
+                    and res.io_engine == "threads" and not aio_warned):
+                # the engine fell back to its threads (no AIO in this kernel)
+                self.console.err("WARNING: --io-engine aio: Linux AIO is not available "
+                                 "here; threads kept the writes in flight")
+                aio_warned = True
             done += res.bytes_copied
             digests.extend(res.digests)
             direct_used = direct_used or res.direct

@@ -13,7 +13,6 @@ import signal
 import sys
 from typing import Optional, Sequence
 
-from .. import __version__
 from ..errors import EXIT_FAILED, EXIT_SIGNAL_BASE, EXIT_USAGE, ZfcpdumpError
 
 # Order is the order of `zfcpdump --help`.
@@ -43,6 +42,20 @@ def _raise_signal(signum: int, _frame: object) -> None:
     raise SignalExit(signum)
 
 
+class _VersionAction(argparse.Action):
+    """--version, reading the version only when asked (see zfcpdump.__getattr__)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 help: Optional[str] = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[no-untyped-def]
+        from .. import __version__
+
+        sys.stdout.write(f"zfcpdump {__version__}\n")
+        parser.exit()
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(
         prog="zfcpdump",
@@ -51,7 +64,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"zfcpdump {__version__}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules: dict[str, object] = {}

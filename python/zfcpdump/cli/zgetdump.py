@@ -17,7 +17,6 @@ import os
 import sys
 from typing import Optional, Sequence, TextIO
 
-from .. import __version__
 from ..errors import ZfcpdumpError
 
 PROG = "zgetdump"
@@ -208,6 +207,8 @@ def run(argv: list[str]) -> int:
         sys.stdout.write(HELP)
         return 0
     if action == "version":
+        from .. import __version__
+
         sys.stdout.write(f"{PROG}: Tool for copying and converting dumps version {__version__}\n")
         return 0
     if action == "info":
