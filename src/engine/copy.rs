@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use super::aio::Aio;
 use super::device::{fdatasync, logical_block_size, open_direct, pread_full, pwrite_all, Pool};
-use super::error::{CopyError, EngineError, Op};
+use super::error::{CopyError, EngineError};
 use super::source_map::{Chunk as MapChunk, MapSource};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use sha2::{Digest, Sha256};
