@@ -65,7 +65,8 @@ class Arch:
     kvm_possible: bool = False     # host arch == guest arch
     smp: int = 1                   # CPUs of the first kernel
     kernel_image: Optional[str] = None  # a given kernel (bzImage[.zst]), no Debian kernel
-    pure_python: bool = False      # no Rust extension for this arch: zfcpdump as .py files
+    pure_python: bool = False      # by default zfcpdump goes in as .py files (no Rust)
+    rust_target: Optional[str] = None  # cross-build the Rust extension for it (None: host)
 
     @property
     def packages(self) -> list[str]:
@@ -97,8 +98,9 @@ ARCHES = {
         kvm_possible=True,
     ),
     # The kernel comes from the shared sample (CRASH_DUMP, everything built in, so no
-    # modules). The Rust extension is built for x86_64 only: the guest gets the package
-    # as pure Python and zfcpdump falls back to its Python engine (one WARNING line).
+    # modules). By default the guest gets the package as pure Python and zfcpdump falls
+    # back to its Python engine; a second guest gets the Rust extension cross-built for
+    # s390x (`rust_target`, Debian's s390x cross gcc).
     # Two CPUs, so the dump has two PRSTATUS notes with distinct prefixes.
     "s390x": Arch(
         name="s390x", deb_arch="s390x", qemu="qemu-system-s390x",
@@ -108,7 +110,7 @@ ARCHES = {
         first_append=f"scsi_debug.add_host=0 {_S390X_NO_SELFTESTS}",
         extra_packages=(), smp=2,
         kernel_image="/work/shared/samples/s390x-dump-kernel/bzImage.zst",
-        pure_python=True,
+        pure_python=True, rust_target="s390x-unknown-linux-gnu",
     ),
 }
 

@@ -11,11 +11,13 @@ Use from pytest (tests/test_e2e_x86_64.py, tests/test_e2e_s390x.py) or by hand:
     python tests/e2e/harness.py --engine rust --crashkernel 192M --mem 1024
     python tests/e2e/harness.py --arch s390x --engine default --crashkernel 256M
 
-On s390x the guest gets our package as pure Python (no Rust extension for s390x here):
+On s390x the guest gets our package as pure Python unless `--rust` (the extension
+cross-built for s390x: Debian's gcc-s390x-linux-gnu, rustup's s390x-unknown-linux-gnu):
 `--engine default` runs zfcpdump with no arguments, which falls back to the Python
 engine with one WARNING line.
 
-Environment: ZFCPDUMP_WHEEL (a built wheel; otherwise `maturin build --release` here),
+Environment: ZFCPDUMP_WHEEL (a built wheel; otherwise `maturin build --release` here;
+ZFCPDUMP_WHEEL_S390X the same for the s390x one),
 ZFCPDUMP_E2E_CACHE (guest packages, default /var/cache/zfcpdump-e2e),
 ZFCPDUMP_E2E_ACCEL (kvm or tcg; default kvm when /dev/kvm works),
 ZFCPDUMP_E2E_KEEP (a directory: keep disk, dump and console there).
@@ -110,8 +112,14 @@ class WheelError(RuntimeError):
     pass
 
 
-def find_or_build_wheel(workdir: Path) -> Path:
-    given = os.environ.get("ZFCPDUMP_WHEEL")
+# cross-building the extension: the C parts (zlib, zstd) and the link need the target's gcc
+CROSS_GCC = {"s390x-unknown-linux-gnu": "s390x-linux-gnu-gcc"}
+
+
+def find_or_build_wheel(workdir: Path, target: Optional[str] = None) -> Path:
+    """The wheel for the host, or cross-built for the Rust `target` triple."""
+    arch = target.split("-")[0] if target else None
+    given = os.environ.get(f"ZFCPDUMP_WHEEL_{arch.upper()}" if arch else "ZFCPDUMP_WHEEL")
     if given:
         import glob
 
@@ -120,14 +128,27 @@ def find_or_build_wheel(workdir: Path) -> Path:
         if not paths or not paths[-1].is_file():
             raise FileNotFoundError(f"ZFCPDUMP_WHEEL={given}: no such wheel")
         return paths[-1].resolve()
-    out = workdir / "wheel"
+    out = workdir / (f"wheel-{arch}" if arch else "wheel")
     out.mkdir(parents=True, exist_ok=True)
     interp = sys.executable if sys.version_info[:2] == initramfs.GUEST_PYTHON else "python3.11"
     maturin = shutil.which("maturin") or str(Path(sys.executable).parent / "maturin")
     if not os.path.exists(maturin):
         raise WheelError("maturin not found")
     cmd = [maturin, "build", "--release", "--locked", "-q", "-o", str(out), "-i", interp]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    env = dict(os.environ)
+    if target:
+        gcc = CROSS_GCC[target]
+        if shutil.which(gcc) is None:
+            raise WheelError(f"needs {gcc} to cross-build for {target} "
+                             "(`bash .ci/test-rust-s390x.sh` installs it)")
+        triple = target.upper().replace("-", "_")
+        env.update({f"CARGO_TARGET_{triple}_LINKER": gcc, f"CC_{target.replace('-', '_')}": gcc,
+                    "PYO3_CROSS_PYTHON_VERSION": ".".join(map(str, initramfs.GUEST_PYTHON)),
+                    "CARGO_TARGET_DIR": str(REPO / "target" / "cross")})
+        # (cross: maturin takes the version from the name, not from an interpreter)
+        cmd[cmd.index(interp)] = "python%d.%d" % initramfs.GUEST_PYTHON
+        cmd += ["--target", target]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     if p.returncode:
         raise WheelError(f"{' '.join(cmd)} failed:\n{p.stdout[-2000:]}{p.stderr[-3000:]}")
     wheels = sorted(out.glob("zfcpdump-*.whl"))
@@ -326,20 +347,23 @@ def package_version() -> str:
         return m.group(1) if m else "0.0.0"
 
 
-def prepare_guest(arch: assets.Arch, workdir: Path, log=print) -> Guest:
+def prepare_guest(arch: assets.Arch, workdir: Path, log=print,
+                  rust: Optional[bool] = None) -> Guest:
+    """rust: with the Rust extension (default: unless arch.pure_python)."""
     t0 = time.monotonic()
     base = assets.fetch(arch, log=log)
     t_fetch = time.monotonic()
-    if arch.pure_python:
+    rust = not arch.pure_python if rust is None else rust
+    if not rust:
         wheel, pure = None, (REPO / "python" / "zfcpdump", package_version())
     else:
-        wheel, pure = find_or_build_wheel(workdir), None
+        wheel, pure = find_or_build_wheel(workdir, arch.rust_target), None
     t_wheel = time.monotonic()
     if arch.kernel_package:
         kernel, moddir, _ = assets.kernel_paths(base)
     else:
         kernel, moddir = assets.given_kernel(arch, base), None
-    dump_img = workdir / f"kdump-{arch.name}.img"
+    dump_img = workdir / f"kdump-{arch.name}{'-rust' if rust and arch.pure_python else ''}.img"
     summary = initramfs.build_dump_initramfs(base / "root", wheel, dump_img, moddir=moddir,
                                              modules=arch.modules, pure_package=pure)
     t_img = time.monotonic()
@@ -509,10 +533,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--workdir", default="/tmp/zfcpdump-e2e")
     ap.add_argument("--no-analyse", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the disk images and dumps")
+    ap.add_argument("--rust", action="store_true",
+                    help="s390x: the Rust extension, cross-built, instead of pure Python")
     a = ap.parse_args(argv)
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    guest = prepare_guest(assets.ARCHES[a.arch], work)
+    guest = prepare_guest(assets.ARCHES[a.arch], work, rust=True if a.rust else None)
     status = 0
     for ck in a.crashkernel or ["256M"]:
         for eng in a.engine or ["rust"]:
