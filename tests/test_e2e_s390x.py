@@ -87,15 +87,21 @@ def report(request):
     yield from fixtures.report_lines(request, "e2e-s390x")
 
 
-@pytest.fixture(scope="module")
-def guest(workdir, report) -> harness.Guest:
+def _prepare(workdir: Path, rust: bool) -> harness.Guest:
     reason = _unavailable()
     if reason:
         _skip_or_fail(reason)
     try:
-        g = harness.prepare_guest(ARCH, workdir, log=lambda s: None)
+        return harness.prepare_guest(ARCH, workdir, log=lambda s: None, rust=rust)
     except assets.FetchError as exc:
         _skip_or_fail(f"cannot fetch the s390x guest packages or kernel: {exc}")
+    except (FileNotFoundError, harness.WheelError) as exc:
+        _skip_or_fail(f"cannot cross-build the s390x wheel: {exc}")
+
+
+@pytest.fixture(scope="module")
+def guest(workdir, report) -> harness.Guest:
+    g = _prepare(workdir, rust=False)
     s = g.summary
     report.append(f"guest: {g.kernel} ({g.kernel.stat().st_size} bytes), {g.package}, dump "
                   f"initramfs {s['image_bytes'] >> 10} KiB gz / {s['files_bytes'] >> 10} KiB "
@@ -316,15 +322,7 @@ def test_s390x_guest_writes_a_filtered_compressed_dump(guest, workdir, report):
 # ---- the Rust extension on s390x --------------------------------------------------------
 @pytest.fixture(scope="module")
 def guest_rust(workdir, report) -> harness.Guest:
-    reason = _unavailable()
-    if reason:
-        _skip_or_fail(reason)
-    try:
-        g = harness.prepare_guest(ARCH, workdir, log=lambda s: None, rust=True)
-    except assets.FetchError as exc:
-        _skip_or_fail(f"cannot fetch the s390x guest packages or kernel: {exc}")
-    except harness.WheelError as exc:
-        _skip_or_fail(f"cannot cross-build the s390x wheel: {exc}")
+    g = _prepare(workdir, rust=True)
     report.append(f"guest (Rust): {g.package} (cross-built in {g.summary['wheel_s']:.0f} s), "
                   f"dump initramfs {g.summary['image_bytes'] >> 10} KiB gz")
     return g
