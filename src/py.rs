@@ -202,6 +202,8 @@ struct KdumpResult {
     #[pyo3(get)]
     compressed_pages: u64,
     #[pyo3(get)]
+    mapped_pages: u64,
+    #[pyo3(get)]
     data_offset: u64,
     #[pyo3(get)]
     direct: bool,
@@ -336,6 +338,7 @@ fn kdump_write(
             pages: r.pages,
             zero_pages: r.zero_pages,
             compressed_pages: r.compressed_pages,
+            mapped_pages: r.mapped_pages,
             data_offset: r.layout.data_off,
             direct: r.direct,
             threads: r.threads,

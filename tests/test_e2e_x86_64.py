@@ -245,3 +245,39 @@ def test_crashed_guest_writes_a_filtered_compressed_dump(guest, workdir, report)
     filtered.run(guest, workdir, report, engine="rust", crashkernel=CRASHKERNEL,
                  mem_mib=GUEST_MEM_MIB, timeout=420, dump_dmesg=dump_dmesg,
                  pattern_bytes=(PATTERN_FILE_BYTES, PATTERN_HEAP_BYTES))
+
+
+def test_crashed_guest_writes_a_compressed_dump_from_mappings(guest, workdir, report):
+    """`zfcpdump --compress snappy` in the dump kernel: the compressors read
+    /proc/vmcore's pages straight from its mmap windows (no copy), and every byte
+    arrives: the patterns and the panic read back out of our ELF copy of the dump."""
+    res = harness.run(guest, workdir, engine="rust", crashkernel=CRASHKERNEL,
+                      mem_mib=GUEST_MEM_MIB, extra_args="--compress snappy", timeout=420,
+                      log=lambda s: None)
+    c = res.console
+    where = f"(console: {res.console_log})\n{c.tail(50)}"
+    out = workdir / "snappy-copy.elf"
+    try:
+        assert not res.timed_out, f"QEMU did not finish in time {where}"
+        assert not c.all(r"^ERROR: |^WARNING: |Traceback"), where
+        assert res.dumped and res.rc == 0, f"no 'Dump successful' {where}"
+        mapped = c.first(r"^ reads\.\.\.\.: mmap windows, no copy: (\d+) of (\d+) pages$")
+        assert mapped, f"not read from mappings {where}"
+        n, total = (int(x) for x in re.match(r".*: (\d+) of (\d+)", mapped[1]).groups())
+        assert n >= 0.99 * total, mapped[1]  # all but partly covered pages
+        p = subprocess.run([sys.executable, "-m", "zfcpdump", "copy", f"{res.disk}:1", str(out)],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        counts = harness.count_patterns(out, [f"E2E-FILE-{res.nonce}\n".encode(),
+                                              f"E2E-HEAP-{res.nonce}\n".encode()])
+        for (token, found), nbytes in zip(counts.items(), (PATTERN_FILE_BYTES, PATTERN_HEAP_BYTES)):
+            assert found >= 0.9 * nbytes / len(token), f"{token!r}: {found} copies"
+        vd = shutil.which("vmcore-dmesg") or "/usr/sbin/vmcore-dmesg"
+        p = subprocess.run([vd, str(out)], capture_output=True, text=True, errors="replace")
+        assert "Kernel panic - not syncing: sysrq triggered crash" in p.stdout, p.stderr[-500:]
+        report.append(f"  snappy from mappings: {mapped[1].strip()}; patterns "
+                      f"{sorted(counts.values())}")
+    finally:
+        report.append(res.report())
+        fixtures.discard(res.disk, out,
+                         res.disk.with_name(res.disk.name.replace("disk-", "first-", 1)))

@@ -422,10 +422,11 @@ def test_adaptive_without_compress_is_a_usage_error(tmp_path, make_vmcore, capsy
     assert "ERROR: --adaptive needs --compress" in capsys.readouterr().err
 
 
-def test_mmap_reader_writes_the_same_partition(tmp_path, make_vmcore):
-    # pages past the HSA through mmap windows, the rest with pread: the same bytes as
-    # the pread-only reader and as the Python twin (all but block 0, whose header holds
-    # the time of the capture when the vmcore has no CRASHTIME)
+def test_mmap_reader_writes_the_same_partition(tmp_path, make_vmcore, capsys):
+    # pages past the HSA through mmap windows (the compressors read them there, no
+    # copy), the rest with pread: the same bytes as the pread-only reader and as the
+    # Python twin (all but block 0, whose header holds the time of the capture when
+    # the vmcore has no CRASHTIME)
     vmcore, size = make_vmcore(ranges=[(0, 6 * MIB + 4096), (8 * MIB, 3 * MIB)], cpus=2)
 
     def dump_body(disk):
@@ -440,8 +441,16 @@ def test_mmap_reader_writes_the_same_partition(tmp_path, make_vmcore):
         zcore = tmp_path / f"zcore{len(images)}"
         zcore.mkdir()
         (zcore / "hsa").write_text("100000\n")
+        capsys.readouterr()
         assert capture(disk, vmcore, "--compress", "snappy", "--zcore-dir", str(zcore),
                        *extra, engine=engine) == 0
+        mapped = re.search(r"reads\.\.\.\.: mmap windows, no copy: (\d+) of (\d+) pages",
+                           capsys.readouterr().out)
+        if (engine, extra) == ("rust", ["--mmap"]):
+            # all but the 256 pages below the HSA's end (1 MiB)
+            assert mapped and int(mapped[1]) == int(mapped[2]) - 256, mapped
+        else:
+            assert mapped is None
         images.append(dump_body(disk))
         with open_dump(f"{disk}:1") as d:
             assert_same_memory(d, vmcore)

@@ -125,6 +125,10 @@ class KdumpResult:
     def compressed_pages(self) -> int:
         """Pages stored compressed (the others are raw: compression did not shrink them)."""
     @property
+    def mapped_pages(self) -> int:
+        """Pages the compressors read straight from a mapping of the vmcore (mmap=True;
+        filtered captures and HSA pages are copied)."""
+    @property
     def data_offset(self) -> int:
         """File offset of the page data (the shared zero page with dump level 1)."""
     @property

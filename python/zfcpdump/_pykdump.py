@@ -35,6 +35,7 @@ class KdumpResult:
     data_offset: int
     direct: bool = False
     threads: int = 1
+    mapped_pages: int = 0  # (the Python twin reads, and copies, every page)
 
 
 def page_compressor(compress: str, level: int) -> Callable[[bytes], bytes]:

@@ -257,6 +257,8 @@ class KdumpCapture(Capture):
         c.out(f" written..: {mib(res.file_size)} MB of {mib(ram_bytes)} MB memory "
               f"({100 * ratio:.1f}%), {res.zero_pages} zero pages elided, "
               f"{res.compressed_pages} of {res.pages} pages compressed")
+        if res.mapped_pages:
+            c.out(f" reads....: mmap windows, no copy: {res.mapped_pages} of {res.pages} pages")
         return KdumpCaptureResult(part, vmcore_size, direct=res.direct, file_size=res.file_size,
                                   pages=res.pages, zero_pages=res.zero_pages,
                                   compressed_pages=res.compressed_pages, elapsed_s=elapsed)

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::error::EngineError;
 
 /// One read-only window of the source, mapped from the page that holds `src`.
-struct Window {
+pub(crate) struct Window {
     ptr: *mut libc::c_void,
     /// mapped bytes
     len: usize,
@@ -27,10 +27,14 @@ struct Window {
     delta: usize,
 }
 
+// SAFETY: the window owns its read-only mapping; any thread may read it or unmap it
+// (once, on drop).
+unsafe impl Send for Window {}
+
 impl Window {
     /// The window that covers source bytes [src, src + len), or None if it cannot be
     /// mapped.
-    fn covering(fd: RawFd, src: u64, len: usize) -> Option<Window> {
+    pub(crate) fn covering(fd: RawFd, src: u64, len: usize) -> Option<Window> {
         let page = page_size();
         let start = src / page * page;
         let delta = (src - start) as usize;
@@ -53,7 +57,7 @@ impl Window {
     }
 
     /// The source bytes asked for.
-    fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         // SAFETY: inside the mapping, which lives as long as `self`. The caller has
         // checked that the range lies within the source file (no SIGBUS).
         unsafe {

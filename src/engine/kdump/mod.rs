@@ -265,6 +265,8 @@ pub struct KdumpResult {
     pub pages: u64,
     pub zero_pages: u64,
     pub compressed_pages: u64,
+    /// pages read straight from a mapping of the source (`mmap`), never copied
+    pub mapped_pages: u64,
     pub direct: bool,
     pub threads: usize,
 }
@@ -417,6 +419,7 @@ pub fn write_kdump(
         pages: layout.ndesc,
         zero_pages: out.zero_pages,
         compressed_pages: out.compressed_pages,
+        mapped_pages: out.mapped_pages,
         direct,
         threads,
     })

@@ -39,7 +39,7 @@ use super::{Event, Layout, Run, Src};
 use crate::engine::copy::TICK;
 use crate::engine::device::pread_full;
 use crate::engine::error::CopyError;
-use crate::engine::source_map::copy_via_map;
+use crate::engine::source_map::{copy_via_map, Window};
 
 const META_BUF: usize = 1 << 20;
 const DATA_BUF: usize = 4 << 20;
@@ -77,12 +77,16 @@ pub struct PipeOut {
     pub data_end: u64,
     pub zero_pages: u64,
     pub compressed_pages: u64,
+    /// pages the compressors read straight from a mapping of the source (no copy)
+    pub mapped_pages: u64,
 }
 
 struct Batch {
     seq: u64,
     npages: usize,
     buf: Vec<u8>,
+    /// the pages straight from a mapping of the source, not copied (`buf` unused then)
+    mapped: Option<Window>,
 }
 
 #[derive(Default)]
@@ -250,7 +254,7 @@ pub fn run(
                 }
             }
         }
-        reader.join().expect("reader thread panicked");
+        let mapped = reader.join().expect("reader thread panicked");
         let mut counts = (0u64, 0u64);
         for w in workers {
             let (z, c) = w.join().expect("compression thread panicked");
@@ -258,7 +262,7 @@ pub fn run(
             counts.1 += c;
         }
         writer.join().expect("writer thread panicked");
-        counts
+        (counts.0, counts.1, mapped)
     });
     if let Some(e) = shared.err.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
@@ -270,6 +274,7 @@ pub fn run(
         data_end,
         zero_pages: result.0,
         compressed_pages: result.1,
+        mapped_pages: result.2,
     })
 }
 
@@ -280,7 +285,7 @@ fn reader_thread(
     work: Sender<Batch>,
     msg: Sender<Msg>,
     ack: Receiver<()>,
-) {
+) -> u64 {
     let ps = job.layout.page_size;
     let mut hsa_pending = job.hsa_pfn > 0;
     let signal_hsa = |sh: &Shared| {
@@ -291,13 +296,46 @@ fn reader_thread(
     let (mut ri, mut pi) = (0usize, 0u64);
     let mut seq = 0u64;
     let mut map_ok = job.mmap;
+    let mut mapped_pages = 0u64;
     'outer: while ri < job.runs.len() {
         if sh.stopped() {
             break;
         }
         let Ok(mut buf) = free.recv() else { break };
         let mut filled = 0usize;
-        while filled < job.batch_pages && ri < job.runs.len() {
+        // Zero-copy: a batch of consecutive pages of one run in the file is handed to
+        // the compressor as a mapping of it (a window on /proc/vmcore costs no page
+        // faults; the copy into `buf` was a sixth of the CPU time of a snappy capture).
+        // HSA pages are not mapped by the kernel; filtered runs are not contiguous.
+        let mut mapped = None;
+        if let (true, None, Some(run)) = (map_ok, job.dumpable, job.runs.get(ri)) {
+            if hsa_pending && run.pfn + pi >= job.hsa_pfn {
+                hsa_pending = false; // past the HSA: the caller releases it
+                signal_hsa(sh);
+                if sh.stopped() {
+                    break 'outer;
+                }
+            }
+        }
+        if let (true, false, None, Some(run)) =
+            (map_ok, hsa_pending, job.dumpable, job.runs.get(ri))
+        {
+            if let Src::File(off) = run.src {
+                let n = (job.batch_pages as u64).min(run.count - pi);
+                mapped = Window::covering(job.src_fd, off + pi * ps, (n * ps) as usize);
+                map_ok = mapped.is_some(); // a mapping failed: read() from here on
+                if mapped.is_some() {
+                    mapped_pages += n;
+                    filled = n as usize;
+                    pi += n;
+                    if pi == run.count {
+                        ri += 1;
+                        pi = 0;
+                    }
+                }
+            }
+        }
+        while mapped.is_none() && filled < job.batch_pages && ri < job.runs.len() {
             let run = &job.runs[ri];
             let pfn = run.pfn + pi;
             // filtered out: no descriptor, no data, not even read
@@ -372,6 +410,7 @@ fn reader_thread(
                 seq,
                 npages: filled,
                 buf,
+                mapped,
             })
             .is_err()
         {
@@ -382,6 +421,7 @@ fn reader_thread(
     if hsa_pending && !sh.stopped() {
         signal_hsa(sh);
     }
+    mapped_pages
 }
 
 /// Returns (zero pages, compressed pages) it handled.
@@ -417,7 +457,11 @@ fn compress_thread(
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok();
         out.raw = raw;
-        for page in batch.buf[..batch.npages * ps].chunks_exact(ps) {
+        let pages = match &batch.mapped {
+            Some(window) => window.data(),
+            None => &batch.buf[..batch.npages * ps],
+        };
+        for page in pages.chunks_exact(ps) {
             if job.exclude_zero && is_zero(page) {
                 out.descs.push((0, 0));
                 zeros += 1;
@@ -444,8 +488,11 @@ fn compress_thread(
                 }
             }
         }
-        let seq = batch.seq;
-        let _ = free.send(batch.buf);
+        let Batch {
+            seq, buf, mapped, ..
+        } = batch;
+        drop(mapped); // unmapped here, before the next batch
+        let _ = free.send(buf);
         if done.send(Done { seq, out }).is_err() {
             break;
         }

@@ -213,10 +213,11 @@ fn every_algorithm_round_trips_in_both_byte_orders() {
 }
 
 #[test]
-fn thread_count_and_batch_size_do_not_change_the_bytes() {
-    let (src, segs, _) = source(&[(0, 500 * PS as u64)]);
+fn thread_count_batch_size_and_mapping_do_not_change_the_bytes() {
+    // two runs with a hole and a zero range: batches from the mapping end with a run
+    let (src, segs, _) = source(&[(0, 300 * PS as u64), (400 * PS as u64, 130 * PS as u64)]);
     let p = plan(segs, Algo::Zstd, 1, true);
-    let (a, _) = write(
+    let (a, a_res) = write(
         &src,
         &p,
         &KdumpOptions {
@@ -225,17 +226,27 @@ fn thread_count_and_batch_size_do_not_change_the_bytes() {
             ..Default::default()
         },
     );
-    let (b, _) = write(
-        &src,
-        &p,
-        &KdumpOptions {
-            threads: 8,
-            batch_pages: 64,
-            direct: Some(false),
-            ..Default::default()
-        },
-    );
-    assert!(a == b);
+    assert_eq!(a_res.mapped_pages, 0);
+    for (threads, batch_pages, mmap) in [(8, 64, false), (2, 64, true), (3, 7, true)] {
+        let (b, r) = write(
+            &src,
+            &p,
+            &KdumpOptions {
+                threads,
+                batch_pages,
+                direct: Some(false),
+                mmap,
+                ..Default::default()
+            },
+        );
+        assert!(a == b, "threads {threads} batch {batch_pages} mmap {mmap}");
+        // every page came from the mapping, none was copied
+        assert_eq!(
+            r.mapped_pages,
+            if mmap { r.pages } else { 0 },
+            "mmap {mmap}"
+        );
+    }
 }
 
 #[test]
