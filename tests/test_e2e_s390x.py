@@ -96,7 +96,7 @@ def _prepare(workdir: Path, rust: bool) -> harness.Guest:
     except assets.FetchError as exc:
         _skip_or_fail(f"cannot fetch the s390x guest packages or kernel: {exc}")
     except (FileNotFoundError, harness.WheelError) as exc:
-        _skip_or_fail(f"cannot cross-build the s390x wheel: {exc}")
+        _skip_or_fail(f"cannot prepare the {'Rust' if rust else 'pure-Python'} guest: {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -123,3 +123,21 @@ def test_memsz_beyond_filesz_reads_zero(make_vmcore):
     with open_elf(path) as dump:
         assert [(c.start, c.size, c.is_zero) for c in dump.chunks] == [(0, MIB, False), (MIB, MIB, True)]
         assert dump.read_phys(MIB, 8) == bytes(8)
+
+
+def test_a_damaged_load_is_reported_even_where_it_would_alias(make_vmcore, tmp_path):
+    """A PT_LOAD with p_memsz 0 inside another is damage, not an alias to skip."""
+    path, _ = make_vmcore(ranges=[(0, MIB), (2 * MIB, MIB)])
+
+    def empty_inside_the_first(d):
+        first, second = 64 + 56, 64 + 112  # the PT_NOTE is header 0
+        offset = struct.unpack_from(">Q", d, first + 8)[0]
+        struct.pack_into(">QQQQQ", d, second + 8, offset + 0x1000, 0x1000, 0x1000, 0, 0)
+
+    _elf_with(path, empty_inside_the_first)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(DumpDamaged, match="p_memsz is 0"):
+            read_elf(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)

@@ -426,6 +426,27 @@ def test_a_load_with_bytes_of_its_own_is_no_alias():
     assert alias_loads([ram, load(1, 0x1000 + 0xFF000, 0xFF000, 0x1000, 0x200000)]) == set()
     twin = load(1, 0x1000, 0, 0x100000, 0x200000)  # identical LOADs: the second is the alias
     assert alias_loads([ram, twin]) == {1}
+    # an alias over a range where a third LOAD has bytes of its own is none: dropping
+    # it would hand that range to the third (the later start wins in merge_chunks)
+    own = load(2, 0x500000, 0x1000, 0x2000, 0x2000)
+    assert alias_loads([ram, load(1, 0x1000 + 0x2000, 0x2000, 0x1000, 0x1000), own]) == set()
+    assert alias_loads([ram, load(1, 0x1000 + 0x4000, 0x4000, 0x1000, 0x1000), own]) == {1}
+
+
+def test_an_elf_copy_keeps_the_kernel_images_virtual_addresses(tmp_path, kernel):
+    """Read back, the aliasing kernel-image PT_LOADs of our x86_64 ELF copy still
+    translate kernel virtual addresses (the utsname of a capture from such a copy)."""
+    from kernelmem import STEXT, STEXT_PHYS
+    from zfcpdump.cli.main import main
+    from zfcpdump.readers.enrich import virt_to_phys
+
+    src = tmp_path / "vmcore.elf"
+    kernel.write(src)
+    out = tmp_path / "copy.elf"
+    assert main(["copy", str(src), str(out)]) == 0
+    with open_dump(str(out)) as d:
+        assert d.virt_aliases and d.virt_aliases[0][:2] == (STEXT, STEXT_PHYS)
+        assert virt_to_phys(d, STEXT + 0x1234) == STEXT_PHYS + 0x1234
 
 
 def test_engines_write_identical_filtered_partitions(tmp_path, kernel_core):

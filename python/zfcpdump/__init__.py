@@ -33,3 +33,7 @@ def __getattr__(name: str) -> str:
         found = "0.0.0+source"
     globals()["__version__"] = found
     return found
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"__version__"})

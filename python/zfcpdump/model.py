@@ -149,6 +149,9 @@ class Dump:
     kdump_area: Optional[tuple[int, int]] = None
     vmcoreinfo_in_memory: bool = False  # found through lowcore 0xE18/0xE0C
     kdump_incomplete: bool = False  # kdump-compressed header status 0x8
+    # further virtual mappings of memory the chunks hold: (virtual, physical, size), as
+    # the kernel-image PT_LOADs of our x86_64 ELF copies (readers.elf.alias_loads)
+    virt_aliases: list[tuple[int, int, int]] = field(default_factory=list)
     _fds: list[int] = field(default_factory=list, repr=False)
 
     # ---- memory ---------------------------------------------------------------

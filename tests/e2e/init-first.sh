@@ -36,7 +36,8 @@ nl='
 repeat "E2E-FILE-$NONCE$nl" "$FILE_BYTES" > /tmp/e2e-pattern || fail "file pattern"
 # the heap: the one buffer of a dd that blocks writing it to a reader that reads one
 # byte (so dd holds it all) and sleeps. dd reads it from a file of byte-swapped lines
-# and swaps them back (conv=swab), so only the process holds the pattern itself.
+# and swaps them back (conv=swab), so only the process holds the pattern itself. (The
+# line must have an even length, as the nonce's 16 hex digits give it: 26 bytes.)
 swapped=$(printf 'E2E-HEAP-%s\n' "$NONCE" | dd conv=swab 2>/dev/null)
 repeat "$swapped" "$HEAP_BYTES" > /tmp/e2e-heap.swab || fail "heap pattern"
 dd if=/tmp/e2e-heap.swab bs="$HEAP_BYTES" count=1 iflag=fullblock conv=swab 2>/dev/null \

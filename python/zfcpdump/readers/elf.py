@@ -174,21 +174,23 @@ def split_cpus(notes: list[Note], arch: str) -> tuple[list[Cpu], list[Note], Opt
     return cpus, other, vmcoreinfo
 
 
-def memory_chunks(fd: int, core: ElfCore) -> list[MemChunk]:
+def memory_chunks(fd: int, core: ElfCore, aliases: Optional[set[int]] = None) -> list[MemChunk]:
     """Memory keyed on p_paddr; p_memsz beyond p_filesz reads as zeroes; overlaps
     (the kernel-image LOAD repeating part of the identity map) resolved by merge_chunks,
-    except aliases, which repeat another LOAD's very bytes (`alias_loads`)."""
-    chunks: list[MemChunk] = []
-    aliases = alias_loads(core.loads)
+    except aliases, which repeat other LOADs' very bytes (`alias_loads`)."""
     for ph in core.loads:
-        if ph.index in aliases:
-            continue
         if ph.filesz > ph.memsz:
             raise DumpDamaged(f"Invalid ELF dump (PT_LOAD {ph.index}: p_filesz > p_memsz)")
         if ph.memsz == 0:
             raise DumpDamaged(f"Invalid ELF dump (PT_LOAD {ph.index}: p_memsz is 0)")
         if ph.paddr + ph.memsz > 1 << 64:
             raise DumpDamaged(f"Invalid ELF dump (PT_LOAD {ph.index}: address wraps around)")
+    if aliases is None:
+        aliases = alias_loads(core.loads)
+    chunks: list[MemChunk] = []
+    for ph in core.loads:
+        if ph.index in aliases:
+            continue
         if ph.filesz:
             chunks.append(MemChunk(ph.paddr, ph.filesz, FileSpan(fd, core.base + ph.offset), ph.vaddr))
         if ph.memsz > ph.filesz:
@@ -198,37 +200,53 @@ def memory_chunks(fd: int, core: ElfCore) -> list[MemChunk]:
 
 
 def alias_loads(loads: list[ProgramHeader]) -> set[int]:
-    """Indexes of the PT_LOADs that map a physical range another PT_LOAD already maps to
-    the same file bytes (or to zeroes, both). Our x86_64 ELF copies give the kernel image
-    such a second, virtual mapping: it adds an address, not memory, so the chunks stay as
-    the RAM gives them. /proc/vmcore's own kernel-image LOAD has bytes of its own: it is
-    no alias, and merge_chunks decides."""
+    """Indexes of the PT_LOADs that add a virtual address, not memory: another PT_LOAD
+    maps their whole physical range to the same file bytes (or to zeroes, both), and no
+    PT_LOAD they overlap has other bytes there. Our x86_64 ELF copies give the kernel
+    image such a second mapping (`Dump.virt_aliases` keeps it); the chunks stay as the
+    RAM gives them. /proc/vmcore's own kernel-image LOAD has bytes of its own: it is no
+    alias, and merge_chunks decides."""
     ordered = sorted(loads, key=lambda ph: (ph.paddr, -ph.memsz, ph.index))
-    aliases: set[int] = set()
     reach: list[int] = []  # reach[i]: the furthest end among ordered[:i + 1]
-    for i, ph in enumerate(ordered):
-        j = i - 1
-        while j >= 0 and reach[j] > ph.paddr:  # only loads that reach ph can cover it
-            other = ordered[j]
-            if other.index not in aliases and _maps_same_bytes(other, ph):
-                aliases.add(ph.index)
-                break
-            j -= 1
+    for ph in ordered:
         end = ph.paddr + ph.memsz
         reach.append(max(end, reach[-1]) if reach else end)
+    aliases: set[int] = set()
+    for i, ph in enumerate(ordered):
+        # the loads that overlap ph: before it (while they reach it) and after it
+        j, overlapping = i - 1, []
+        while j >= 0 and reach[j] > ph.paddr:
+            if ordered[j].paddr + ordered[j].memsz > ph.paddr:
+                overlapping.append(ordered[j])
+            j -= 1
+        k = i + 1
+        while k < len(ordered) and ordered[k].paddr < ph.paddr + ph.memsz:
+            overlapping.append(ordered[k])
+            k += 1
+        if (all(_same_bytes_where_both_map(ph, other) for other in overlapping)
+                and any(_covers(other, ph) for other in overlapping
+                        if other.index not in aliases and not _twin_after(other, ph))):
+            aliases.add(ph.index)
     return aliases
 
 
-def _maps_same_bytes(outer: ProgramHeader, inner: ProgramHeader) -> bool:
-    if not (outer.paddr <= inner.paddr and inner.paddr + inner.memsz <= outer.paddr + outer.memsz):
-        return False
-    outer_file_end = outer.paddr + outer.filesz
-    if inner.filesz == 0:
-        return inner.paddr >= outer_file_end
-    inner_file_end = inner.paddr + inner.filesz
-    return (inner.offset - inner.paddr == outer.offset - outer.paddr
-            and inner_file_end <= outer_file_end
-            and (inner.filesz == inner.memsz or inner_file_end == outer_file_end))
+def _twin_after(other: ProgramHeader, ph: ProgramHeader) -> bool:
+    """Of two loads over the same range, the later one is the alias."""
+    return (other.paddr, other.memsz) == (ph.paddr, ph.memsz) and other.index > ph.index
+
+
+def _covers(outer: ProgramHeader, inner: ProgramHeader) -> bool:
+    return outer.paddr <= inner.paddr and inner.paddr + inner.memsz <= outer.paddr + outer.memsz
+
+
+def _same_bytes_where_both_map(a: ProgramHeader, b: ProgramHeader) -> bool:
+    """Where a and b overlap, file bytes meet the same file bytes, zeroes zeroes."""
+    lo, hi = max(a.paddr, b.paddr), min(a.paddr + a.memsz, b.paddr + b.memsz)
+    a_file_end, b_file_end = a.paddr + a.filesz, b.paddr + b.filesz
+    if min(hi, a_file_end) > lo or min(hi, b_file_end) > lo:  # bytes on either side
+        return (a.offset - a.paddr == b.offset - b.paddr  # the same file bytes ...
+                and min(hi, a_file_end) == min(hi, b_file_end))  # ... and zeroes as far
+    return True  # zeroes on both sides
 
 
 def read_elf(fd: int, file_size: int, path: Optional[str] = None, *, base: int = 0) -> Dump:
@@ -239,13 +257,15 @@ def read_elf(fd: int, file_size: int, path: Optional[str] = None, *, base: int =
         raise DumpDamaged(str(exc)) from None
     notes = read_notes(fd, core)
     cpus, other, vmcoreinfo = split_cpus(notes, core.arch)
+    aliases = alias_loads(core.loads)
     dump = Dump(
         format="elf",
         version=core.version,
         arch=core.arch,
         byteorder=core.byteorder,
         page_size=4096,
-        chunks=memory_chunks(fd, core),
+        chunks=memory_chunks(fd, core, aliases),
+        virt_aliases=[(ph.vaddr, ph.paddr, ph.memsz) for ph in core.loads if ph.index in aliases],
         cpus=cpus,
         other_notes=other,
         vmcoreinfo=vmcoreinfo,

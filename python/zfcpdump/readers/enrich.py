@@ -66,6 +66,9 @@ def virt_to_phys(dump: Dump, addr: int) -> int:
         if chunk.virt_start is not None and chunk.virt_start != chunk.start:
             if chunk.virt_start <= addr < chunk.virt_start + chunk.size:
                 return chunk.start + addr - chunk.virt_start
+    for virt, phys, size in dump.virt_aliases:
+        if virt <= addr < virt + size:
+            return phys + addr - virt
     return addr
 
 
