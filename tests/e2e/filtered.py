@@ -84,5 +84,7 @@ def check(res: harness.RunResult, workdir: Path, dump_dmesg: DumpDmesg,
         for f in (kdump, dmesg, out):
             if f.exists():
                 f.unlink()
+    reads = c.first(r"^ reads\.\.\.\.: ")  # pages from mappings (mmap on), if any
     return (f"  filtered in the dump kernel: {walk[1].strip()}; {written[1].strip()}; "
+            f"{reads[1].strip() + '; ' if reads else ''}"
             f"patterns left: file {found[0]}, heap {found[1]}")

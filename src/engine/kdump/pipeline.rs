@@ -46,6 +46,8 @@ const DATA_BUF: usize = 4 << 20;
 const BITMAP_WINDOW: usize = 1 << 20;
 /// upper bound of input (and of output) batches in flight, whatever the CPU count
 const MAX_SLOTS: usize = 32;
+/// fewest consecutive filtered-in pages worth a mapping of their own
+const MIN_MAPPED_PAGES: u64 = 16;
 
 pub struct Job<'a> {
     pub src_fd: RawFd,
@@ -306,31 +308,46 @@ fn reader_thread(
         // Zero-copy: a batch of consecutive pages of one run in the file is handed to
         // the compressor as a mapping of it (a window on /proc/vmcore costs no page
         // faults; the copy into `buf` was a sixth of the CPU time of a snappy capture).
-        // HSA pages are not mapped by the kernel; filtered runs are not contiguous.
+        // HSA pages are not mapped by the kernel.
+        let keep = |p: u64| job.dumpable.is_none_or(|bm| bitmap::bit_set(bm, p));
         let mut mapped = None;
-        if let (true, None, Some(run)) = (map_ok, job.dumpable, job.runs.get(ri)) {
-            if hsa_pending && run.pfn + pi >= job.hsa_pfn {
-                hsa_pending = false; // past the HSA: the caller releases it
-                signal_hsa(sh);
-                if sh.stopped() {
-                    break 'outer;
+        if map_ok {
+            // what the filter leaves out first, as the loop below would skip it
+            while let Some(run) = job.runs.get(ri) {
+                if keep(run.pfn + pi) {
+                    break;
+                }
+                pi += 1;
+                if pi == run.count {
+                    ri += 1;
+                    pi = 0;
                 }
             }
-        }
-        if let (true, false, None, Some(run)) =
-            (map_ok, hsa_pending, job.dumpable, job.runs.get(ri))
-        {
-            if let Src::File(off) = run.src {
-                let n = (job.batch_pages as u64).min(run.count - pi);
-                mapped = Window::covering(job.src_fd, off + pi * ps, (n * ps) as usize);
-                map_ok = mapped.is_some(); // a mapping failed: read() from here on
-                if mapped.is_some() {
-                    mapped_pages += n;
-                    filled = n as usize;
-                    pi += n;
-                    if pi == run.count {
-                        ri += 1;
-                        pi = 0;
+            if let Some(run) = job.runs.get(ri) {
+                let pfn = run.pfn + pi;
+                if hsa_pending && pfn >= job.hsa_pfn {
+                    hsa_pending = false; // past the HSA: the caller releases it
+                    signal_hsa(sh);
+                    if sh.stopped() {
+                        break 'outer;
+                    }
+                }
+                if let (false, Src::File(off)) = (hsa_pending, &run.src) {
+                    let most = (job.batch_pages as u64).min(run.count - pi);
+                    let n = (1..most).find(|&k| !keep(pfn + k)).unwrap_or(most);
+                    // a mapping costs system calls: not for a few pages between filtered ones
+                    if job.dumpable.is_none() || n >= MIN_MAPPED_PAGES {
+                        mapped = Window::covering(job.src_fd, off + pi * ps, (n * ps) as usize);
+                        map_ok = mapped.is_some(); // a mapping failed: read() from here on
+                        if mapped.is_some() {
+                            mapped_pages += n;
+                            filled = n as usize;
+                            pi += n;
+                            if pi == run.count {
+                                ri += 1;
+                                pi = 0;
+                            }
+                        }
                     }
                 }
             }
@@ -339,7 +356,6 @@ fn reader_thread(
             let run = &job.runs[ri];
             let pfn = run.pfn + pi;
             // filtered out: no descriptor, no data, not even read
-            let keep = |p: u64| job.dumpable.is_none_or(|bm| bitmap::bit_set(bm, p));
             if !keep(pfn) {
                 pi += 1;
                 if pi == run.count {

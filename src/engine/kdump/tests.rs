@@ -382,6 +382,17 @@ fn filtered_pages_leave_the_2nd_bitmap_and_the_data_only() {
         let d = decode(&file, false);
         assert_eq!(d.pages, want, "{algo:?}");
         assert_eq!(r.pages, all.len() as u64 - dropped.len() as u64);
+        // the same bytes when long filtered-in stretches come from mappings: the first
+        // batch starts with 4 pages before a gap, too few to map, and is copied (1-4,
+        // 10-37); the second maps 38-62
+        let opts = KdumpOptions {
+            batch_pages: 32,
+            mmap: true,
+            ..Default::default()
+        };
+        let (mapped_file, mapped) = write(&src, &p, &opts);
+        assert!(mapped_file == file, "{algo:?} mmap");
+        assert_eq!(mapped.mapped_pages, 25, "{algo:?}");
         for pfn in 0..max_mapnr {
             let b = |bm: &[u8]| bm[(pfn >> 3) as usize] & (1 << (pfn & 7)) != 0;
             assert_eq!(b(&d.bitmap1), all.contains_key(&pfn), "bitmap1 pfn {pfn}");
