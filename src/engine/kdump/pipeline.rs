@@ -4,7 +4,8 @@
 //! * the **calling thread** coordinates: every ~100 ms it reports progress; it answers
 //!   the reader's "HSA read" message (the caller releases the HSA then);
 //! * one **reader** fills batches of `batch_pages` pages in pfn order (`pread` into
-//!   recycled buffers);
+//!   recycled buffers; with `mmap`, a batch of consecutive pages is a mapping of the
+//!   source instead, which the compressor reads and unmaps: no copy);
 //! * `threads` **compressors** (the available CPUs, never more) turn a batch into
 //!   descriptors + data with their own codec state;
 //! * one **writer** puts the results back in batch order, assigns data offsets, appends
