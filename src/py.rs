@@ -40,6 +40,8 @@ struct CopyResult {
     io_engine: &'static str,
     #[pyo3(get)]
     read_mode: &'static str,
+    #[pyo3(get)]
+    aio_errno: i32,
 }
 
 #[pymethods]
@@ -153,6 +155,7 @@ fn copy_ranges(
                 direct: r.direct,
                 io_engine: r.io_engine.as_str(),
                 read_mode: r.read_mode,
+                aio_errno: r.aio_errno,
             })
         }
         Err(e) => Err(map_err(py, e, pending)),

@@ -35,6 +35,10 @@ class CopyResult:
     def read_mode(self) -> str:
         """How the source was read: ``"pread"``, ``"mmap"`` (through mmap windows) or
         ``"mmap-direct"`` (chunks written with O_DIRECT straight from the mapping)."""
+    @property
+    def aio_errno(self) -> int:
+        """Why Linux AIO was refused (``io_setup``'s errno: the threads ran instead);
+        0 if it was not asked for or worked."""
 
 def copy_ranges(
     src_fd: int,

@@ -59,6 +59,7 @@ class CopyResult:
     direct: bool = False
     io_engine: str = "sequential"
     read_mode: str = "pread"
+    aio_errno: int = 0  # (no AIO here: nothing to refuse)
 
 
 def _fd_path(fd: int) -> Optional[str]:

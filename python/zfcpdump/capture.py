@@ -340,11 +340,11 @@ class Capture:
                 )
             except engines.EngineIOError as exc:
                 raise DumpFailed(self._io_message(exc, base)) from None
-            if (o.io_engine == "aio" and res.direct and not o.verify
-                    and res.io_engine == "threads" and not aio_warned):
+            if res.aio_errno and not aio_warned:
                 # the engine fell back to its threads (no AIO in this kernel)
-                self.console.err("WARNING: --io-engine aio: Linux AIO is not available "
-                                 "here; threads kept the writes in flight")
+                self.console.err(f"WARNING: --io-engine aio: Linux AIO is not available "
+                                 f"here ({os.strerror(res.aio_errno)}); threads kept the "
+                                 "writes in flight")
                 aio_warned = True
             done += res.bytes_copied
             digests.extend(res.digests)

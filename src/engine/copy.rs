@@ -114,6 +114,9 @@ pub struct CopyResult {
     /// how the source was read: "pread", "mmap" (through mappings) or "mmap-direct"
     /// (at least one chunk written with O_DIRECT straight from a mapping)
     pub read_mode: &'static str,
+    /// why Linux AIO was refused (io_setup's errno; the threads ran instead), 0 if it
+    /// was not asked for or worked
+    pub aio_errno: i32,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -676,21 +679,23 @@ pub fn copy_ranges(
     // Declared after the pool, so dropped before it: io_destroy waits for any write
     // still in flight before the buffers go away.
     let mut aio: Option<Aio> = None;
-    let mut aio_refused = false;
+    let mut aio_errno = 0;
     let mut used_aio;
     let map = MapSource::new();
     let mut reported = 0u64;
     let out = loop {
-        used_aio =
-            direct_fd.is_some() && !opts.digest && opts.io_engine == IoEngine::Aio && !aio_refused;
+        used_aio = direct_fd.is_some()
+            && !opts.digest
+            && opts.io_engine == IoEngine::Aio
+            && aio_errno == 0;
         if used_aio && aio.is_none() {
             match Aio::new(opts.queue_depth) {
                 Ok(a) => aio = Some(a),
                 // a kernel without AIO (ENOSYS: CONFIG_AIO=n, qemu-user), a seccomp
                 // policy (EPERM), fs.aio-max-nr used up (EAGAIN): a dump is not failed
                 // for a way of queueing writes; the threads do it, `io_engine` says so
-                Err(_) => {
-                    aio_refused = true;
+                Err(e) => {
+                    aio_errno = e.raw_os_error().unwrap_or(libc::EIO);
                     used_aio = false;
                 }
             }
@@ -735,6 +740,7 @@ pub fn copy_ranges(
             IoEngine::Threads
         },
         read_mode: map.read_mode(),
+        aio_errno,
     })
 }
 
@@ -908,6 +914,9 @@ mod tests {
                     // asked for, and the kernel has it (else the threads, qemu-user)
                     let aio = r.direct && !digest && io_engine == IoEngine::Aio && have_aio;
                     assert_eq!(r.io_engine == IoEngine::Aio, aio, "{io_engine:?}");
+                    // ... and where it was asked for but refused, the errno says why
+                    let refused = r.direct && !digest && io_engine == IoEngine::Aio && !have_aio;
+                    assert_eq!(r.aio_errno != 0, refused, "{io_engine:?}");
                     // mappings only where asked for and where they apply (threads, no
                     // digests); the bytes above are the same either way
                     if !mmap || digest || aio {
