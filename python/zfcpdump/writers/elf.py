@@ -102,4 +102,3 @@ def elf_layout(dump: Dump) -> Layout:
         layout.add_chunk(offset, chunk)
     layout.set_size(data_off)
     return layout
-

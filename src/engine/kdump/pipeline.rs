@@ -296,6 +296,16 @@ fn reader_thread(
             sh.fail(CopyError::Cancelled);
         }
     };
+    // the first page at or past the HSA: tell the caller, which releases it (once);
+    // true if that stopped the capture
+    let pass_hsa = |pfn: u64, pending: &mut bool| {
+        if *pending && pfn >= job.hsa_pfn {
+            *pending = false;
+            signal_hsa(sh);
+            return sh.stopped();
+        }
+        false
+    };
     let (mut ri, mut pi) = (0usize, 0u64);
     let mut seq = 0u64;
     let mut map_ok = job.mmap;
@@ -318,20 +328,12 @@ fn reader_thread(
                 if keep(run.pfn + pi) {
                     break;
                 }
-                pi += 1;
-                if pi == run.count {
-                    ri += 1;
-                    pi = 0;
-                }
+                advance(job.runs, &mut ri, &mut pi, 1);
             }
             if let Some(run) = job.runs.get(ri) {
                 let pfn = run.pfn + pi;
-                if hsa_pending && pfn >= job.hsa_pfn {
-                    hsa_pending = false; // past the HSA: the caller releases it
-                    signal_hsa(sh);
-                    if sh.stopped() {
-                        break 'outer;
-                    }
+                if pass_hsa(pfn, &mut hsa_pending) {
+                    break 'outer;
                 }
                 if let (false, Src::File(off)) = (hsa_pending, &run.src) {
                     let most = (job.batch_pages as u64).min(run.count - pi);
@@ -343,11 +345,7 @@ fn reader_thread(
                         if mapped.is_some() {
                             mapped_pages += n;
                             filled = n as usize;
-                            pi += n;
-                            if pi == run.count {
-                                ri += 1;
-                                pi = 0;
-                            }
+                            advance(job.runs, &mut ri, &mut pi, n);
                         }
                     }
                 }
@@ -358,19 +356,11 @@ fn reader_thread(
             let pfn = run.pfn + pi;
             // filtered out: no descriptor, no data, not even read
             if !keep(pfn) {
-                pi += 1;
-                if pi == run.count {
-                    ri += 1;
-                    pi = 0;
-                }
+                advance(job.runs, &mut ri, &mut pi, 1);
                 continue;
             }
-            if hsa_pending && pfn >= job.hsa_pfn {
-                hsa_pending = false;
-                signal_hsa(sh);
-                if sh.stopped() {
-                    break 'outer;
-                }
+            if pass_hsa(pfn, &mut hsa_pending) {
+                break 'outer;
             }
             let mut n = ((job.batch_pages - filled) as u64).min(run.count - pi);
             if hsa_pending {
@@ -416,11 +406,7 @@ fn reader_thread(
                 break 'outer;
             }
             filled += n as usize;
-            pi += n;
-            if pi == run.count {
-                ri += 1;
-                pi = 0;
-            }
+            advance(job.runs, &mut ri, &mut pi, n);
         }
         if work
             .send(Batch {
@@ -439,6 +425,15 @@ fn reader_thread(
         signal_hsa(sh);
     }
     mapped_pages
+}
+
+/// Move the reader's place (run `ri`, page `pi` of it) `n` pages on, within one run.
+fn advance(runs: &[Run], ri: &mut usize, pi: &mut u64, n: u64) {
+    *pi += n;
+    if *pi == runs[*ri].count {
+        *ri += 1;
+        *pi = 0;
+    }
 }
 
 /// Returns (zero pages, compressed pages) it handled.
