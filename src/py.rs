@@ -383,6 +383,9 @@ fn page_struct(d: &Bound<'_, PyDict>) -> PyResult<PageStruct> {
         offline_mapcount: get(d, "offline_mapcount")?,
         hugetlb_dtor: get(d, "hugetlb_dtor")?,
         max_order: get(d, "max_order")?,
+        pg_hugetlb: get(d, "pg_hugetlb")?,
+        hugetlb_type: get(d, "hugetlb_type")?,
+        slab_type: get(d, "slab_type")?,
     };
     ps.validate().map_err(PyValueError::new_err)?;
     Ok(ps)

@@ -83,8 +83,21 @@ def test_missing_fields_are_named(kernel):
     assert excluded_pfns(run_filter(kernel, 2, info=info).dumpable) == kernel.excluded(2)
 
 
+def test_slab_as_a_page_type_replaces_pg_slab():
+    """Linux 6.10 dropped NUMBER(PG_slab) for NUMBER(PAGE_SLAB_MAPCOUNT_VALUE); one
+    of the two is needed."""
+    fields = vmcoreinfo_fields(vmcoreinfo(drop=("NUMBER(PG_slab)",)))
+    with pytest.raises(FilterUnavailable, match=r"no NUMBER\(PAGE_SLAB_MAPCOUNT_VALUE\)"):
+        PageStruct.from_vmcoreinfo(fields, False, 31)
+    fields["NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)"] = "-184549376"
+    fields["NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)"] = "-201326592"
+    ps = PageStruct.from_vmcoreinfo(fields, False, 31)
+    assert (ps.pg_slab, ps.slab_type, ps.hugetlb_type) == (None, 0xF5000000, 0xF4000000)
+
+
 @pytest.mark.parametrize("release,arch,message", [
-    ("6.8.0-31-generic", "x86_64", "verified for Linux 4.16 to 6.2, the dump is from 6.8.0"),
+    ("6.13.0-1-amd64", "x86_64", "verified for x86_64 Linux 4.16 to 6.12, the dump is from 6.13"),
+    ("6.3.0", "s390x", "verified for s390x Linux 4.16 to 6.2, the dump is from 6.3.0"),
     ("4.15.0", "x86_64", "the dump is from 4.15.0"),
     ("6.1.0", "aarch64", "x86_64 and s390x page tables only, the dump is aarch64"),
 ])
@@ -208,15 +221,19 @@ def test_s390x_sample_same_dump_as_makedumpfile(tmp_path, s390x_core, level):
 # ---- the two classifiers ----------------------------------------------------------
 LAYOUT = PageStruct.from_vmcoreinfo(vmcoreinfo_fields(vmcoreinfo()), False, 31)
 
+#: buddy, offline, hugetlb and slab in Linux 6.12's page_type (type << 24)
+PAGE_TYPES_6_12 = (0xF0000000, 0xF1000000, 0xF4000000, 0xF5000000)
 page_flags = st.builds(
     lambda bits, other: sum(1 << b for b in bits) | other,
     st.sets(st.sampled_from([PG["lru"], PG["slab"], PG["swapcache"], PG["private"],
                              PG["swapbacked"], PG["hwpoison"], 16])),
-    st.sampled_from([0, 0, 1 << 40, 0xFF << 56]))
+    # the low byte: a folio order where the next page's flags hold it (Linux 6.6+)
+    st.sampled_from([0, 0, 1 << 40, 0xFF << 56, 1, 2, 9]))
 struct_page = st.tuples(
     page_flags,
     st.sampled_from([0, 0x400, FILE_MAPPING, ANON_MAPPING]),
-    st.sampled_from([0xFFFFFFFF, BUDDY, OFFLINE, 0, 5]),
+    st.sampled_from([0xFFFFFFFF, BUDDY, OFFLINE, 0, 5, *PAGE_TYPES_6_12, 0xF5000003,
+                     0xFFFFEFFA, 0xFFFFF7FF]),
     st.one_of(st.integers(0, 12), st.sampled_from([40, 1 << 40])),
     st.sampled_from([0, 0, 0xFFFF_EA00_0000_1001]),
     st.integers(0, 12),
@@ -243,13 +260,20 @@ layouts = st.fixed_dictionaries({
     "mapcount": st.sampled_from([48, None]), "private": st.sampled_from([40, None]),
     "compound_head": st.sampled_from([8, None]), "compound_order": st.sampled_from([17, None]),
     "compound_dtor": st.sampled_from([16, None]), "pg_swapbacked": st.sampled_from([19, None]),
-    "pg_hwpoison": st.sampled_from([23, None]), "buddy_mapcount": st.sampled_from([BUDDY, None]),
-    "offline_mapcount": st.sampled_from([OFFLINE, None]),
+    "pg_hwpoison": st.sampled_from([23, None]),
+    "buddy_mapcount": st.sampled_from([BUDDY, 0xF0000000, None]),
+    "offline_mapcount": st.sampled_from([OFFLINE, 0xF1000000, None]),
     "hugetlb_dtor": st.sampled_from([2, None]), "max_order": st.integers(1, 64),
+    # Linux 6.6-6.12: hugetlb as a flag or a page type, slab as a page type (either
+    # encoding: a cleared bit before 6.12, the top byte from 6.12)
+    "pg_hugetlb": st.sampled_from([None, 20]),
+    "hugetlb_type": st.sampled_from([None, 0xF4000000, 0xFFFFF7FF]),
+    "pg_slab": st.sampled_from([PG["slab"], None]),
+    "slab_type": st.sampled_from([None, 0xF5000000, 0xFFFFEFFF]),
     "pg_head_mask": st.sampled_from([HEAD_MASK, 0])})
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(pages=st.lists(struct_page, min_size=1, max_size=200), holes=st.binary(max_size=32),
        first_pfn=st.sampled_from([0, 8, 13, 512, 4096]), level=st.integers(0, 31),
        big_endian=st.booleans(), layout=layouts, spare=st.sampled_from([0, 3, 600]),
@@ -476,14 +500,14 @@ def test_libkdumpfile_reads_a_filtered_dump(tmp_path, kernel, kernel_core):
 
 def test_unverified_kernel_captures_with_zero_pages_only(tmp_path, kernel, capsys):
     vmcore = tmp_path / "vmcore.elf"
-    size = kernel.write(vmcore, vmcoreinfo(release="6.8.0-31-generic"))
+    size = kernel.write(vmcore, vmcoreinfo(release="6.13.0-1-amd64"))
     disk = prepared_image(tmp_path, size + (1 << 20))
     capsys.readouterr()
     assert capture(disk, vmcore, "--compress", "zstd", "--dump-level", "31") == 0
     err = capsys.readouterr().err
     assert ("WARNING: --dump-level 31: excluding cache, cache private, user, free pages is not "
-            "possible (the page rules are verified for Linux 4.16 to 6.2, the dump is from "
-            "6.8.0-31-generic); only zero pages are excluded (dump level 1)") in err
+            "possible (the page rules are verified for x86_64 Linux 4.16 to 6.12, the dump is from "
+            "6.13.0-1-amd64); only zero pages are excluded (dump level 1)") in err
     assert struct.unpack_from("<I", dump_bytes(disk), PAGE + 8)[0] == 1
     with open_dump(f"{disk}:1") as d:
         assert d.read_phys(1200 * PAGE, PAGE) == bytes(kernel.mem[1200 * PAGE : 1201 * PAGE])

@@ -55,7 +55,8 @@ pub struct PageStruct {
     pub pg_private: u32,
     pub pg_swapcache: u32,
     pub pg_swapbacked: Option<u32>,
-    pub pg_slab: u32,
+    /// `None`: slab is a page type (Linux 6.10 and later, [`Self::slab_type`])
+    pub pg_slab: Option<u32>,
     pub pg_hwpoison: Option<u32>,
     pub pg_head_mask: u64,
     /// `_mapcount` of a free page heading a buddy block (PAGE_BUDDY_MAPCOUNT_VALUE)
@@ -64,6 +65,14 @@ pub struct PageStruct {
     pub hugetlb_dtor: Option<u64>,
     /// buddy orders are below this (LENGTH(zone.free_area), MAX_ORDER)
     pub max_order: u32,
+    /// Linux 6.6-6.8: hugetlb is this flag of the page after the head, whose flags'
+    /// low byte is the order (from 6.6 on)
+    pub pg_hugetlb: Option<u32>,
+    /// Linux 6.9 and later: hugetlb is this page type of the head
+    /// (PAGE_HUGETLB_MAPCOUNT_VALUE)
+    pub hugetlb_type: Option<u32>,
+    /// PAGE_SLAB_MAPCOUNT_VALUE
+    pub slab_type: Option<u32>,
 }
 
 impl PageStruct {
@@ -101,8 +110,9 @@ impl PageStruct {
             ("PG_private", Some(self.pg_private)),
             ("PG_swapcache", Some(self.pg_swapcache)),
             ("PG_swapbacked", self.pg_swapbacked),
-            ("PG_slab", Some(self.pg_slab)),
+            ("PG_slab", self.pg_slab),
             ("PG_hwpoison", self.pg_hwpoison),
+            ("PG_hugetlb", self.pg_hugetlb),
         ] {
             if let Some(b) = bit {
                 if b >= 64 {
@@ -134,6 +144,31 @@ impl PageStruct {
 
 fn bit(flags: u64, nr: u32) -> bool {
     (flags >> nr) & 1 != 0
+}
+
+/// Linux 4.18-6.11: page types are bits cleared under this base in `page_type`.
+const PAGE_TYPE_BASE: u32 = 0xF000_0000;
+
+/// Is `mapcount` (page_type) the buddy or offline type whose VMCOREINFO value is
+/// `value`? Linux 6.12 and later keep the type in the top byte (value = type << 24);
+/// before, the whole word is the value.
+fn is_page_type(mapcount: u32, value: u32) -> bool {
+    if value & 0xFF_FFFF == 0 {
+        mapcount >> 24 == value >> 24
+    } else {
+        mapcount == value
+    }
+}
+
+/// The kernel's own test for the slab and hugetlb types: the top byte from 6.12; in
+/// 6.9-6.11 the type's bit (`!value`) cleared under PAGE_TYPE_BASE, the low bits
+/// carrying other data (a slab's count of objects in use).
+fn has_page_type(mapcount: u32, value: u32) -> bool {
+    if value & 0xFF_FFFF == 0 {
+        mapcount >> 24 == value >> 24
+    } else {
+        mapcount & (PAGE_TYPE_BASE | !value) == PAGE_TYPE_BASE
+    }
 }
 
 /// Clear bits `[lo, hi)` of `bitmap` (those inside it); how many were set.
@@ -195,22 +230,42 @@ pub fn exclude_pages(
         {
             continue; // a tail page: excluded with its head, or kept with it
         }
-        let (mut order, mut dtor) = (0u64, 0u64);
+        let (mut order, mut hugetlb) = (0u64, false);
         if flags & ps.pg_head_mask != 0 && i + 1 < whole {
             let next = &memmap[(i + 1) * ps.size..(i + 2) * ps.size];
-            order = ps.compound_order.map_or(0, |o| next[o] as u64);
-            dtor = ps.compound_dtor.map_or(0, |o| next[o] as u64);
+            if ps.hugetlb_type.is_some() || ps.pg_hugetlb.is_some() {
+                let flags_1 = ps.u64_at(next, ps.flags);
+                order = flags_1 & 0xFF;
+                hugetlb = match (ps.hugetlb_type, ps.pg_hugetlb) {
+                    (Some(t), _) => mapcount.is_some_and(|m| has_page_type(m, t)),
+                    (None, Some(b)) => bit(flags_1, b),
+                    (None, None) => false,
+                };
+            } else {
+                order = ps.compound_order.map_or(0, |o| next[o] as u64);
+                let dtor = ps.compound_dtor.map_or(0, |o| next[o] as u64);
+                hugetlb = dtor != 0 && ps.hugetlb_dtor == Some(dtor);
+            }
             if order >= 64 || pfn & ((1u64 << order) - 1) != 0 {
                 order = 0; // not a valid compound head
             }
         }
-        let slab = bit(flags, ps.pg_slab);
-        let anon = mapping & 1 != 0; // PAGE_MAPPING_ANON
+        let slab = match (ps.pg_slab, ps.slab_type, mapcount) {
+            (Some(b), _, _) => bit(flags, b),
+            (None, Some(t), Some(m)) => has_page_type(m, t),
+            _ => false,
+        };
+        // PAGE_MAPPING_ANON; from 6.10 a slab's word there is no mapping
+        let anon = mapping & 1 != 0 && !slab;
         let cache = bit(flags, ps.pg_lru)
             || (ps.pg_swapbacked.is_none_or(|b| bit(flags, b)) && bit(flags, ps.pg_swapcache));
         let private_flag = bit(flags, ps.pg_private);
         let mut nr_pages = 1u64 << order;
-        let class = if buddy.is_some() && !slab && mapcount == buddy {
+        let typed = |value: Option<u32>| match (value, mapcount) {
+            (Some(v), Some(m)) => is_page_type(m, v),
+            _ => false,
+        };
+        let class = if buddy.is_some() && !slab && typed(buddy) {
             if private >= ps.max_order as u64 || pfn & ((1u64 << private) - 1) != 0 {
                 continue; // an order no free block has: keep the page
             }
@@ -224,13 +279,11 @@ pub fn exclude_pages(
             } else {
                 Class::Cache
             }
-        } else if dump_level & DL_EXCLUDE_USER != 0
-            && (anon || (dtor != 0 && ps.hugetlb_dtor == Some(dtor)))
-        {
+        } else if dump_level & DL_EXCLUDE_USER != 0 && (anon || hugetlb) {
             Class::User
         } else if ps.pg_hwpoison.is_some_and(|b| bit(flags, b)) {
             Class::HwPoison
-        } else if ps.offline_mapcount.is_some() && !slab && mapcount == ps.offline_mapcount {
+        } else if !slab && typed(ps.offline_mapcount) {
             Class::Offline
         } else {
             continue;
@@ -258,13 +311,16 @@ mod tests {
             pg_private: 13,
             pg_swapcache: 10,
             pg_swapbacked: Some(19),
-            pg_slab: 9,
+            pg_slab: Some(9),
             pg_hwpoison: Some(23),
             pg_head_mask: 1 << 16,
             buddy_mapcount: Some(-129i32 as u32),
             offline_mapcount: Some(-257i32 as u32),
             hugetlb_dtor: Some(2),
             max_order: 11,
+            pg_hugetlb: None,
+            hugetlb_type: None,
+            slab_type: None,
         }
     }
 
@@ -498,5 +554,112 @@ mod tests {
         exclude_pages(&mm[64 * 4..], 4, 1, &layout(), 8, &mut bm, &mut counts);
         assert_eq!(bm, vec![0x0F, 0xFF]);
         assert_eq!(counts[Class::User as usize], 4);
+    }
+
+    /// Linux 6.12: slab, buddy, offline and hugetlb are page types in the top byte of
+    /// page_type; the order of a large folio is the low byte of the next page's flags.
+    fn layout_6_12() -> PageStruct {
+        PageStruct {
+            compound_order: None,
+            compound_dtor: None,
+            hugetlb_dtor: None,
+            pg_slab: None,
+            buddy_mapcount: Some(0xF000_0000),
+            offline_mapcount: Some(0xF100_0000),
+            hugetlb_type: Some(0xF400_0000),
+            slab_type: Some(0xF500_0000),
+            ..layout()
+        }
+    }
+
+    fn run_with(ps: &PageStruct, pages: &[Page], level: u32) -> (Vec<u8>, Counts) {
+        let mm = memmap(pages);
+        let mut bm = vec![0xFFu8; pages.len().div_ceil(8)];
+        let mut counts = [0; 6];
+        exclude_pages(&mm, 0, pages.len(), ps, level, &mut bm, &mut counts);
+        (bm, counts)
+    }
+
+    #[test]
+    fn linux_6_12_page_types_and_folio_orders() {
+        let ps = layout_6_12();
+        let mut pages: Vec<Page> = (0..16).map(|_| page()).collect();
+        // a free order-2 block at pfn 0
+        pages[0] = Page {
+            mapcount: 0xF000_0000,
+            private: 2,
+            ..page()
+        };
+        // an anonymous order-2 folio at pfn 4: the order is in pfn 5's flags
+        pages[4] = Page {
+            flags: 1 << 16,
+            mapping: 0x1001,
+            ..page()
+        };
+        pages[5] = Page {
+            flags: 2,
+            head: 0x1001,
+            ..page()
+        };
+        for tail in &mut pages[6..8] {
+            tail.head = 0x1001;
+        }
+        // a slab page whose word at page.mapping happens to be odd: not user data
+        pages[8] = Page {
+            mapping: 0x1003,
+            mapcount: 0xF500_0000,
+            ..page()
+        };
+        // an order-1 hugetlb folio at pfn 10 (no anonymous mapping)
+        pages[10] = Page {
+            flags: 1 << 16,
+            mapping: 0x1000,
+            mapcount: 0xF400_0000,
+            ..page()
+        };
+        pages[11] = Page {
+            flags: 1,
+            head: 0x1001,
+            ..page()
+        };
+        pages[12].mapcount = 0xF100_0000; // offline
+        let (bm, c) = run_with(&ps, &pages, 16);
+        assert_eq!((bm, c[Class::Free as usize]), (vec![0xF0, 0xEF], 4)); // and pfn 12
+        let (bm, c) = run_with(&ps, &pages, 8);
+        assert_eq!(bm, vec![0x0F, 0b1110_0011]);
+        assert_eq!(
+            (c[Class::User as usize], c[Class::Offline as usize]),
+            (6, 1)
+        );
+        // the kernels before 6.12 compare the whole word: 0xF0000000 is no buddy there
+        let old = PageStruct {
+            buddy_mapcount: Some(-129i32 as u32),
+            ..layout_6_12()
+        };
+        let (bm, c) = run_with(&old, &pages, 16);
+        assert_eq!((bm, c[Class::Free as usize]), (vec![0xFF, 0xEF], 0));
+    }
+
+    #[test]
+    fn linux_6_10_slab_type_keeps_its_count_in_the_low_bits() {
+        // 6.10-6.11: PG_slab is gone; the slab type is bit 0x1000 cleared under
+        // PAGE_TYPE_BASE, the low bits count the objects in use
+        let ps = PageStruct {
+            pg_slab: None,
+            slab_type: Some(!0x1000u32),
+            ..layout()
+        };
+        let slab = vec![Page {
+            mapping: 1,
+            mapcount: !0x1000u32 - 5,
+            ..page()
+        }];
+        assert_eq!(run_with(&ps, &slab, 8).0, vec![0xFF]);
+        // a page without the type is anonymous
+        let anon = vec![Page {
+            mapping: 1,
+            ..page()
+        }];
+        assert_eq!(run_with(&ps, &anon, 8).0, vec![0xFE]);
     }
 }

@@ -97,9 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--dump-level", type=int, default=None, metavar="N",
                    help="makedumpfile dump level (0-31, default 1), bits add up: 1 zero pages, "
                    "2 cache, 4 cache and private cache, 8 user process data, 16 free pages are "
-                   "left out. 2-16 are decided from the crashed kernel's struct pages (x86_64 or "
-                   "s390x, Linux 4.16-6.2, VMCOREINFO); elsewhere a WARNING says why and only "
-                   "zero pages are left out")
+                   "left out. 2-16 are decided from the crashed kernel's struct pages (x86_64 "
+                   "Linux 4.16-6.12 or s390x 4.16-6.2, VMCOREINFO); elsewhere a WARNING says "
+                   "why and only zero pages are left out")
     k.add_argument("--adaptive", action="store_true",
                    help="rust engine: store a batch of pages uncompressed whenever the disk "
                    "would otherwise wait for the compressors, so that compression never "

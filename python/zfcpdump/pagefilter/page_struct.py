@@ -39,13 +39,18 @@ class PageStruct:
     pg_private: int
     pg_swapcache: int
     pg_swapbacked: Optional[int]
-    pg_slab: int
+    pg_slab: Optional[int]  # None: slab is a page type (Linux 6.10 and later)
     pg_hwpoison: Optional[int]
     pg_head_mask: int
     buddy_mapcount: Optional[int]  # as an unsigned 32-bit value
     offline_mapcount: Optional[int]
     hugetlb_dtor: Optional[int]
     max_order: int
+    # Linux 6.6 and later: the order is the low byte of the second page's flags, and
+    # hugetlb is a flag there (6.6-6.8) or a page type of the head (6.9 and later)
+    pg_hugetlb: Optional[int] = None
+    hugetlb_type: Optional[int] = None  # PAGE_HUGETLB_MAPCOUNT_VALUE, unsigned
+    slab_type: Optional[int] = None  # PAGE_SLAB_MAPCOUNT_VALUE, unsigned
 
     @classmethod
     def from_vmcoreinfo(cls, fields: Mapping[str, str], big_endian: bool,
@@ -61,8 +66,10 @@ class PageStruct:
             except ValueError:
                 raise FilterUnavailable(f"VMCOREINFO {key}={raw!r} is not a number") from None
 
-        need = ["SIZE(page)", "OFFSET(page.flags)", "OFFSET(page.mapping)", "NUMBER(PG_slab)",
+        need = ["SIZE(page)", "OFFSET(page.flags)", "OFFSET(page.mapping)",
                 "NUMBER(PG_lru)", "NUMBER(PG_private)", "NUMBER(PG_swapcache)"]
+        if "NUMBER(PG_slab)" not in fields:  # Linux 6.10 made slab a page type
+            need += ["NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)", "OFFSET(page._mapcount)"]
         if dump_level & DL_EXCLUDE_FREE:
             need += ["OFFSET(page._mapcount)", "OFFSET(page.private)",
                      "NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)"]
@@ -87,13 +94,16 @@ class PageStruct:
             pg_private=num("NUMBER(PG_private)") or 0,
             pg_swapcache=num("NUMBER(PG_swapcache)") or 0,
             pg_swapbacked=num("NUMBER(PG_swapbacked)"),
-            pg_slab=num("NUMBER(PG_slab)") or 0,
+            pg_slab=num("NUMBER(PG_slab)"),
             pg_hwpoison=num("NUMBER(PG_hwpoison)"),
             pg_head_mask=num("NUMBER(PG_head_mask)") or 0,
             buddy_mapcount=u32(num("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)")),
             offline_mapcount=u32(num("NUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)")),
             hugetlb_dtor=num("NUMBER(HUGETLB_PAGE_DTOR)"),
             max_order=num("LENGTH(zone.free_area)") or DEFAULT_MAX_ORDER,
+            pg_hugetlb=num("NUMBER(PG_hugetlb)"),
+            hugetlb_type=u32(num("NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)")),
+            slab_type=u32(num("NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)")),
         )
 
     def validate(self) -> None:
@@ -121,7 +131,8 @@ class PageStruct:
                                         f"in SIZE(page)={self.size}")
         for name, nr in (("PG_lru", self.pg_lru), ("PG_private", self.pg_private),
                          ("PG_swapcache", self.pg_swapcache), ("PG_slab", self.pg_slab),
-                         ("PG_swapbacked", self.pg_swapbacked), ("PG_hwpoison", self.pg_hwpoison)):
+                         ("PG_swapbacked", self.pg_swapbacked), ("PG_hwpoison", self.pg_hwpoison),
+                         ("PG_hugetlb", self.pg_hugetlb)):
             if nr is not None and not 0 <= nr < 64:
                 raise FilterUnavailable(f"VMCOREINFO NUMBER({name})={nr} is not a page flag")
 
