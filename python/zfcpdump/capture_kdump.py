@@ -68,7 +68,7 @@ class KdumpCaptureOptions(CaptureOptions):
     level: Optional[int] = None  # None: 1, makedumpfile's level for zlib and zstd
     dump_level: int = 1
     threads: int = 0  # 0: all available CPUs
-    adaptive: bool = False  # store raw while the disk would wait for the compressors
+    adaptive: bool = False  # compress or store raw, whichever the capture finds faster
 
 
 @dataclass

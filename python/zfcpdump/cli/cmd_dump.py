@@ -101,10 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "Linux 4.16-6.12 or s390x 4.16-6.2, VMCOREINFO); elsewhere a WARNING says "
                    "why and only zero pages are left out")
     k.add_argument("--adaptive", action="store_true",
-                   help="rust engine: store a batch of pages uncompressed whenever the disk "
-                   "would otherwise wait for the compressors, so that compression never "
-                   "makes the dump slower (it is larger on a fast disk); which pages end up "
-                   "compressed then depends on timing")
+                   help="rust engine: compression must not make the dump slower. The "
+                   "capture times itself compressing and storing raw (zero pages still left "
+                   "out), a fraction of a second each, and goes on the faster way, timing "
+                   "both again now and then; while compressing, a batch is stored raw "
+                   "whenever the disk would wait for the compressors. The dump is larger on "
+                   "a fast disk or busy CPUs; which pages end up compressed depends on timing")
     k.add_argument("--threads", type=int, default=0, metavar="N",
                    help="compression threads, rust engine (default: the available CPUs, never more)")
 

@@ -12,10 +12,21 @@
 //!   descriptors to the metadata stream and data to the data stream (aligned buffers,
 //!   O_DIRECT where possible).
 //!
-//! Adaptive mode (`Job::adaptive`): a compressor that finds the writer waiting for
-//! work stores its batch raw (zero pages still elided; one raw batch in flight at a
-//! time), so a disk faster than the compressors is kept busy: the dump is then larger
-//! and sooner done. Its bytes depend on timing; without it they do not.
+//! Adaptive mode (`Job::adaptive`): compression must not make the dump slower, so
+//! the writer times two modes and the compressors use the faster one:
+//! * **compress**: a compressor that finds the writer waiting for work stores its
+//!   batch raw (one such batch in flight at a time), which keeps a disk a little
+//!   faster than the compressors busy;
+//! * **raw**: every batch stored raw (zero pages still elided), for a disk, or CPUs,
+//!   where compressing costs more time than the writes it saves.
+//!
+//! A probe runs each mode for at least [`PROBE_BATCHES`] batches and some time
+//! ([`PROBE_TIME_COMPRESS`], [`PROBE_TIME_RAW`]: a disk's write cache or a throttle
+//! lets short bursts through faster than it sustains, so the raw probe is timed long
+//! enough to see the disk's own speed) and measures the non-zero pages written per
+//! second; the faster mode then runs [`CHOSEN_PER_PROBE`] times as long as the
+//! probes took (at least [`CHOSEN_MIN`]) before the next probe. The dump's bytes then
+//! depend on timing; without adaptive mode they do not.
 //!
 //! Memory bound: `4 × threads + 4` (at most 32) input batches and as many output
 //! batches of `batch_pages` × page size each (1 MiB by default), plus the two stream
@@ -29,6 +40,7 @@ use std::collections::BTreeMap;
 use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
@@ -49,6 +61,18 @@ const BITMAP_WINDOW: usize = 1 << 20;
 const MAX_SLOTS: usize = 32;
 /// fewest consecutive filtered-in pages worth a mapping of their own
 const MIN_MAPPED_PAGES: u64 = 16;
+/// adaptive mode: the raw probe lasts at least this long (a throttled loop device
+/// passed ~25 MiB bursts every 0.4 s; a shorter probe took a burst for the disk) ...
+const PROBE_TIME_RAW: Duration = Duration::from_millis(200);
+/// ... the compress probe this long: a burst can only make compressing look faster
+/// when its writes are what holds it up, and then it is faster than raw anyway ...
+const PROBE_TIME_COMPRESS: Duration = Duration::from_millis(50);
+/// ... and each this many batches, several times the batches in flight
+const PROBE_BATCHES: u64 = 32;
+/// the faster mode runs this many times as long as its probes took ...
+const CHOSEN_PER_PROBE: u32 = 20;
+/// ... and at least this long
+const CHOSEN_MIN: Duration = Duration::from_secs(2);
 
 pub struct Job<'a> {
     pub src_fd: RawFd,
@@ -92,13 +116,27 @@ struct Batch {
     mapped: Option<Window>,
 }
 
+impl Batch {
+    fn pages(&self, page_size: usize) -> &[u8] {
+        match &self.mapped {
+            Some(window) => window.data(),
+            None => &self.buf[..self.npages * page_size],
+        }
+    }
+}
+
 #[derive(Default)]
 struct OutBuf {
     /// (stored size, flags); size 0 = shared zero page
     descs: Vec<(u32, u32)>,
     data: Vec<u8>,
-    /// stored raw by adaptive mode
-    raw: bool,
+    /// made while adaptive mode's raw mode was on
+    raw_mode: bool,
+    /// stored raw while the writer waited: holds the `raw_in_flight` token
+    waiting_raw: bool,
+    /// stored raw: the input batch itself, whose non-zero pages the writer copies
+    /// into the data stream (one copy less) before it gives the buffer back
+    raw_input: Option<Batch>,
 }
 
 struct Done {
@@ -119,6 +157,8 @@ struct Shared {
     /// a raw batch is on its way to the writer: one at a time, or all compressors
     /// would switch at once and flood a disk that had only a little time to spare
     raw_in_flight: AtomicBool,
+    /// adaptive mode: store every batch raw (the writer's [`Adaptive`] sets it)
+    raw_mode: AtomicBool,
 }
 
 impl Shared {
@@ -182,6 +222,7 @@ pub fn run(
         done_pages: AtomicU64::new(0),
         writer_waiting: AtomicBool::new(false),
         raw_in_flight: AtomicBool::new(false),
+        raw_mode: AtomicBool::new(false),
     };
     // Enough batches in flight that the compressors keep going while the writer waits
     // for a write: with threads + 2 they stalled (snappy capture 11% slower, 8 paired
@@ -196,7 +237,9 @@ pub fn run(
             .send(OutBuf {
                 descs: Vec::with_capacity(job.batch_pages),
                 data: Vec::with_capacity(batch_bytes),
-                raw: false,
+                raw_mode: false,
+                waiting_raw: false,
+                raw_input: None,
             })
             .expect("pool");
     }
@@ -227,11 +270,12 @@ pub fn run(
         }
         let writer = {
             let (rx, free, msg) = (done_rx, free_out_tx, msg_tx.clone());
+            let free_in = free_in_tx.clone();
             let (meta, data) = (&mut meta, &mut data);
             let sink = &mut *sink;
             s.spawn(move || {
                 let _hold = msg;
-                writer_thread(job, sh, rx, free, sink, meta, data)
+                writer_thread(job, sh, rx, free, free_in, sink, meta, data)
             })
         };
         drop((msg_tx, free_in_tx, free_out_rx, work_rx, done_tx));
@@ -462,17 +506,16 @@ fn compress_thread(
         }
         out.descs.clear();
         out.data.clear();
-        let raw = job.adaptive
+        out.raw_mode = job.adaptive && sh.raw_mode.load(Ordering::Relaxed);
+        out.waiting_raw = job.adaptive
+            && !out.raw_mode
             && sh.writer_waiting.load(Ordering::Relaxed)
             && sh
                 .raw_in_flight
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok();
-        out.raw = raw;
-        let pages = match &batch.mapped {
-            Some(window) => window.data(),
-            None => &batch.buf[..batch.npages * ps],
-        };
+        let raw = out.raw_mode || out.waiting_raw || job.algo == Algo::None;
+        let pages = batch.pages(ps);
         for page in pages.chunks_exact(ps) {
             if job.exclude_zero && is_zero(page) {
                 out.descs.push((0, 0));
@@ -481,7 +524,6 @@ fn compress_thread(
             }
             if raw {
                 out.descs.push((ps as u32, 0));
-                out.data.extend_from_slice(page);
                 continue;
             }
             match comp.compress(page) {
@@ -500,11 +542,14 @@ fn compress_thread(
                 }
             }
         }
-        let Batch {
-            seq, buf, mapped, ..
-        } = batch;
-        drop(mapped); // unmapped here, before the next batch
-        let _ = free.send(buf);
+        let seq = batch.seq;
+        if raw {
+            out.raw_input = Some(batch);
+        } else {
+            let Batch { buf, mapped, .. } = batch;
+            drop(mapped); // unmapped here, before the next batch
+            let _ = free.send(buf);
+        }
         if done.send(Done { seq, out }).is_err() {
             break;
         }
@@ -512,11 +557,37 @@ fn compress_thread(
     (zeros, compressed)
 }
 
+/// Append the pages of a raw batch that are stored (not zero pages) to the data
+/// stream, consecutive ones in one piece.
+fn append_stored_pages(
+    sink: &mut Sink,
+    data: &mut Stream,
+    batch: &Batch,
+    descs: &[(u32, u32)],
+    page_size: u64,
+) -> Result<(), crate::engine::error::EngineError> {
+    let ps = page_size as usize;
+    let pages = batch.pages(ps);
+    let mut i = 0;
+    while i < descs.len() {
+        if descs[i].0 == 0 {
+            i += 1;
+            continue;
+        }
+        let run = descs[i..].iter().take_while(|d| d.0 != 0).count();
+        data.append(sink, &pages[i * ps..(i + run) * ps])?;
+        i += run;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn writer_thread(
     job: &Job<'_>,
     sh: &Shared,
     rx: Receiver<Done>,
     free: Sender<OutBuf>,
+    free_in: Sender<Vec<u8>>,
     sink: &mut Sink,
     meta: &mut Stream,
     data: &mut Stream,
@@ -529,6 +600,7 @@ fn writer_thread(
     let mut data_pos = l.first_page_off;
     let mut next = 0u64;
     let mut pending: BTreeMap<u64, OutBuf> = BTreeMap::new();
+    let mut adaptive = Adaptive::new();
     let mut descs: Vec<u8> = Vec::with_capacity(job.batch_pages * DESC_SIZE);
     loop {
         // "waiting" only while there is really nothing to take (adaptive mode)
@@ -547,7 +619,7 @@ fn writer_thread(
             break;
         }
         pending.insert(d.seq, d.out);
-        while let Some(out) = pending.remove(&next) {
+        while let Some(mut out) = pending.remove(&next) {
             descs.clear();
             descs.resize(out.descs.len() * DESC_SIZE, 0);
             for (i, &(size, flags)) in out.descs.iter().enumerate() {
@@ -561,18 +633,187 @@ fn writer_thread(
             }
             let r = meta
                 .append(sink, &descs)
-                .and_then(|_| data.append(sink, &out.data));
+                .and_then(|_| match out.raw_input.take() {
+                    Some(batch) => {
+                        let r = append_stored_pages(sink, data, &batch, &out.descs, l.page_size);
+                        let _ = free_in.send(batch.buf); // the mapping, if any, goes here
+                        r
+                    }
+                    None => data.append(sink, &out.data),
+                });
             if let Err(err) = r {
                 sh.fail(err.into());
                 return;
             }
             sh.done_pages
                 .fetch_add(out.descs.len() as u64, Ordering::Relaxed);
-            if out.raw {
+            if out.waiting_raw {
                 sh.raw_in_flight.store(false, Ordering::Release);
+            }
+            if job.adaptive {
+                let stored = out.descs.iter().filter(|d| d.0 != 0).count() as u64;
+                let raw = adaptive.written(out.raw_mode, stored, Instant::now());
+                sh.raw_mode.store(raw, Ordering::Relaxed);
             }
             let _ = free.send(out);
             next += 1;
         }
+    }
+}
+
+/// Adaptive mode's choice, kept by the writer (module doc).
+#[derive(Debug)]
+enum AdaptState {
+    /// timing one mode: from when its first batch was written, the batches and
+    /// non-zero pages written since
+    Probe {
+        raw: bool,
+        start: Option<Instant>,
+        batches: u64,
+        pages: u64,
+    },
+    /// the faster mode, until the next probe
+    Chosen { raw: bool, until: Instant },
+}
+
+#[derive(Debug)]
+struct Adaptive {
+    state: AdaptState,
+    /// non-zero pages per second of the last compress probe
+    compress_rate: f64,
+    /// when the current pair of probes began
+    probes_began: Option<Instant>,
+}
+
+impl Adaptive {
+    fn new() -> Adaptive {
+        Adaptive {
+            state: Self::probe(false),
+            compress_rate: 0.0,
+            probes_began: None,
+        }
+    }
+
+    fn probe(raw: bool) -> AdaptState {
+        AdaptState::Probe {
+            raw,
+            start: None,
+            batches: 0,
+            pages: 0,
+        }
+    }
+
+    /// A batch made in raw mode or not, with `stored` non-zero pages, was written at
+    /// `now`; returns the mode the compressors should use from now on.
+    fn written(&mut self, batch_raw: bool, stored: u64, now: Instant) -> bool {
+        match &mut self.state {
+            AdaptState::Chosen { raw, until } => {
+                if now < *until {
+                    return *raw;
+                }
+                self.state = Self::probe(false);
+                self.probes_began = None;
+            }
+            AdaptState::Probe {
+                raw,
+                start,
+                batches,
+                pages,
+            } => {
+                // batches the compressors made before the switch do not count
+                if batch_raw != *raw {
+                    return *raw;
+                }
+                let Some(t0) = *start else {
+                    *start = Some(now); // this batch's write ends where the timing starts
+                    self.probes_began.get_or_insert(now);
+                    return *raw;
+                };
+                *batches += 1;
+                *pages += stored;
+                let took = now.duration_since(t0);
+                let least = if *raw {
+                    PROBE_TIME_RAW
+                } else {
+                    PROBE_TIME_COMPRESS
+                };
+                if took < least || *batches < PROBE_BATCHES {
+                    return *raw;
+                }
+                let rate = *pages as f64 / took.as_secs_f64();
+                if !*raw {
+                    self.compress_rate = rate;
+                    self.state = Self::probe(true);
+                } else {
+                    let began = self.probes_began.unwrap_or(t0);
+                    let spent = now.duration_since(began) * CHOSEN_PER_PROBE;
+                    self.state = AdaptState::Chosen {
+                        raw: rate > self.compress_rate,
+                        until: now + spent.max(CHOSEN_MIN),
+                    };
+                }
+            }
+        }
+        match self.state {
+            AdaptState::Probe { raw, .. } | AdaptState::Chosen { raw, .. } => raw,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed `n` batches of `mode`, `every` apart from `*t`, each `pages` non-zero
+    /// pages; the mode the writer asks for after each.
+    fn feed(
+        a: &mut Adaptive,
+        t: &mut Instant,
+        mode: bool,
+        n: u64,
+        every: u64,
+        pages: u64,
+    ) -> Vec<bool> {
+        (0..n)
+            .map(|_| {
+                *t += Duration::from_millis(every);
+                a.written(mode, pages, *t)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn adaptive_keeps_compressing_when_the_disk_is_slower() {
+        let (mut a, mut t) = (Adaptive::new(), Instant::now());
+        // compress probe: 256 pages per 2 ms; it ends after 32 batches (64 ms)
+        let modes = feed(&mut a, &mut t, false, 33, 2, 256);
+        assert!(modes[..32].iter().all(|&m| !m) && modes[32], "{modes:?}");
+        // batches made before the switch are not timed as raw ones
+        assert!(feed(&mut a, &mut t, false, 5, 2, 256).iter().all(|&m| m));
+        // raw probe: the first 10 batches in a burst, then what the disk sustains
+        // (256 pages per 8 ms): the burst does not make raw look faster
+        assert!(feed(&mut a, &mut t, true, 10, 0, 256).iter().all(|&m| m));
+        let modes = feed(&mut a, &mut t, true, 30, 8, 256);
+        assert_eq!(modes.last(), Some(&false), "compress chosen");
+        // ... for 20 times the probes' time (>= 2 s), then the next compress probe
+        assert!(feed(&mut a, &mut t, false, 100, 10, 256)
+            .iter()
+            .all(|&m| !m));
+        assert!(matches!(a.state, AdaptState::Chosen { raw: false, .. }));
+        feed(&mut a, &mut t, false, 2, 10_000, 256);
+        assert!(matches!(a.state, AdaptState::Probe { raw: false, .. }));
+    }
+
+    #[test]
+    fn adaptive_stores_raw_when_that_is_faster() {
+        let (mut a, mut t) = (Adaptive::new(), Instant::now());
+        // 32 batches in 32 ms: not yet the compress probe's 50 ms
+        let modes = feed(&mut a, &mut t, false, 33, 1, 64);
+        assert!(modes.iter().all(|&m| !m));
+        let modes = feed(&mut a, &mut t, false, 20, 1, 64);
+        assert_eq!(modes.iter().position(|&m| m), Some(17));
+        let modes = feed(&mut a, &mut t, true, 101, 2, 256);
+        assert!(modes.iter().all(|&m| m), "raw chosen and kept");
+        assert!(matches!(a.state, AdaptState::Chosen { raw: true, .. }));
     }
 }
