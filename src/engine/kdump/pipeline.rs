@@ -29,10 +29,10 @@
 //! depend on timing; without adaptive mode they do not.
 //!
 //! Memory bound: `4 × threads + 4` (at most 32) input batches and as many output
-//! batches of `batch_pages` × page size each (1 MiB by default), plus the two stream
-//! buffers (1 MiB metadata, 4 MiB data) and one 1 MiB bitmap window: with 2 CPUs and
-//! the defaults about 30 MiB, and never more than about 70 MiB, whatever the size of
-//! the dump. A compressor takes an output
+//! batches of `batch_pages` × page size each (1 MiB by default), plus the stream
+//! buffers (1 MiB metadata, 3 × 4 MiB data: one filling, two written behind) and one
+//! 1 MiB bitmap window: with 2 CPUs and the defaults about 38 MiB, and never more than
+//! about 78 MiB, whatever the size of the dump. A compressor takes an output
 //! buffer *before* it takes a batch, so the batch the writer waits for always has its
 //! output buffer and the reorder step cannot deadlock.
 
@@ -56,6 +56,8 @@ use crate::engine::source_map::{copy_via_map, Window};
 
 const META_BUF: usize = 1 << 20;
 const DATA_BUF: usize = 4 << 20;
+/// data stream buffers: one filling while the others are written (AIO, O_DIRECT)
+const DATA_BUFS: usize = 3;
 const BITMAP_WINDOW: usize = 1 << 20;
 /// upper bound of input (and of output) batches in flight, whatever the CPU count
 const MAX_SLOTS: usize = 32;
@@ -193,7 +195,8 @@ pub fn run(
     let mut meta =
         Stream::new(job.base + l.page_size, META_BUF, sink.align).map_err(CopyError::Os)?;
     let mut data =
-        Stream::new(job.base + l.data_off, DATA_BUF, sink.align).map_err(CopyError::Os)?;
+        Stream::with_write_behind(job.base + l.data_off, DATA_BUF, sink.align, DATA_BUFS)
+            .map_err(CopyError::Os)?;
     meta.append(sink, &header::encode_sub_header(job.info, job.notes))?;
     let half_bytes = (l.bitmap_blocks / 2 * l.page_size) as usize;
     let mut window = vec![0u8; BITMAP_WINDOW.min(half_bytes.max(1))];

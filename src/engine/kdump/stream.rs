@@ -13,6 +13,7 @@
 
 use std::os::unix::io::RawFd;
 
+use crate::engine::aio::Aio;
 use crate::engine::device::{fdatasync, pwrite_all, Pool};
 use crate::engine::error::{fd_path, EngineError, Op};
 
@@ -62,26 +63,47 @@ impl Sink {
     /// Write `data` at absolute `off`; `data` is a slice of an aligned buffer at
     /// `buf_off`-relative position (so direct writes see aligned memory).
     fn write_region(&mut self, data: &[u8], off: u64) -> Result<(), EngineError> {
-        if data.is_empty() {
+        let Some((lo, hi, a)) = self.split(data, off)? else {
             return Ok(());
+        };
+        self.write_direct(&data[lo..hi], a)
+    }
+
+    /// Check `data` at `off` against the limit and write what cannot go direct: all
+    /// of it without O_DIRECT, else the partial blocks at its ends (kept as edges).
+    /// Returns the block-aligned middle still to write, `data[lo..hi]` at `a`.
+    fn split(&mut self, data: &[u8], off: u64) -> Result<Option<(usize, usize, u64)>, EngineError> {
+        if data.is_empty() {
+            return Ok(None);
         }
         let end = off + data.len() as u64;
         if end > self.limit {
             return Err(self.no_space(off, data.len() as u64));
         }
-        let Some(dfd) = self.direct_fd else {
-            return pwrite_all(self.fd, self.fd, data, off);
-        };
+        if self.direct_fd.is_none() {
+            pwrite_all(self.fd, self.fd, data, off)?;
+            return Ok(None);
+        }
         let a = off.div_ceil(self.align) * self.align;
         let b = end / self.align * self.align;
         if a >= b {
             self.edges.push((off, data.to_vec()));
-            return Ok(());
+            return Ok(None);
         }
         if a > off {
             self.edges.push((off, data[..(a - off) as usize].to_vec()));
         }
-        let mid = &data[(a - off) as usize..(b - off) as usize];
+        if end > b {
+            self.edges.push((b, data[(b - off) as usize..].to_vec()));
+        }
+        Ok(Some(((a - off) as usize, (b - off) as usize, a)))
+    }
+
+    /// Write an aligned middle with O_DIRECT (buffered once the device refused it).
+    fn write_direct(&mut self, mid: &[u8], a: u64) -> Result<(), EngineError> {
+        let Some(dfd) = self.direct_fd else {
+            return pwrite_all(self.fd, self.fd, mid, a);
+        };
         match pwrite_all(dfd, self.fd, mid, a) {
             Ok(()) => self.direct_used = true,
             Err(e) if self.auto && e.errno == libc::EINVAL => {
@@ -90,9 +112,6 @@ impl Sink {
                 pwrite_all(self.fd, self.fd, mid, a)?;
             }
             Err(e) => return Err(e),
-        }
-        if end > b {
-            self.edges.push((b, data[(b - off) as usize..].to_vec()));
         }
         Ok(())
     }
@@ -112,12 +131,28 @@ impl Sink {
 /// One contiguous output region, filled front to back.
 pub struct Stream {
     start: u64,
-    /// absolute offset of `buf[0]` (aligned down)
+    /// absolute offset of the current buffer's first byte (aligned down)
     buf_off: u64,
-    /// bytes of `buf` in use, counting the not-ours prefix of the first buffer
+    /// bytes of the current buffer in use, counting the not-ours prefix of the first
     fill: usize,
     cap: usize,
+    /// full buffers being written while the next one fills (dropped before `pool`:
+    /// dropping the AIO context waits for its writes)
+    behind: Option<WriteBehind>,
     pool: Pool,
+    /// the buffer being filled
+    cur: usize,
+}
+
+/// Write-behind of a stream's full buffers with Linux AIO (O_DIRECT only): the
+/// writer goes on filling the next buffer while the disk takes the last ones.
+struct WriteBehind {
+    aio: Aio,
+    /// per buffer: the aligned middle in flight, `(first byte in the buffer, length,
+    /// absolute offset)`
+    inflight: Vec<Option<(usize, usize, u64)>>,
+    /// buffers queued so far
+    queued: u64,
 }
 
 impl Stream {
@@ -132,8 +167,32 @@ impl Stream {
             buf_off,
             fill: (start - buf_off) as usize,
             cap,
+            behind: None,
             pool: Pool::new(1, cap)?,
+            cur: 0,
         })
+    }
+
+    /// The same with `buffers` buffers, full ones written behind (AIO) while the
+    /// next fills; where AIO is not available, one buffer written in place.
+    pub fn with_write_behind(
+        start: u64,
+        cap: usize,
+        align: u64,
+        buffers: usize,
+    ) -> std::io::Result<Stream> {
+        let mut s = Stream::new(start, cap, align)?;
+        if buffers > 1 {
+            if let Ok(aio) = Aio::new(buffers) {
+                s.pool = Pool::new(buffers, s.cap)?;
+                s.behind = Some(WriteBehind {
+                    aio,
+                    inflight: vec![None; buffers],
+                    queued: 0,
+                });
+            }
+        }
+        Ok(s)
     }
 
     /// Absolute offset of the next byte.
@@ -148,27 +207,90 @@ impl Stream {
         }
         while !data.is_empty() {
             let n = data.len().min(self.cap - self.fill);
-            // SAFETY: the stream owns its one-buffer pool.
-            let buf = unsafe { self.pool.buf_mut(0, self.cap) };
+            // SAFETY: the current buffer is not in flight (`next_buffer` waited).
+            let buf = unsafe { self.pool.buf_mut(self.cur, self.cap) };
             buf[self.fill..self.fill + n].copy_from_slice(&data[..n]);
             self.fill += n;
             data = &data[n..];
             if self.fill == self.cap {
-                self.flush(sink)?;
+                if self.behind.is_some() && sink.direct_used {
+                    self.write_behind(sink)?;
+                } else {
+                    self.flush(sink)?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Write what is buffered (the last, partial buffer at the end of the stream).
-    pub fn flush(&mut self, sink: &mut Sink) -> Result<(), EngineError> {
+    /// Queue the full current buffer's aligned middle (its edges are kept now) and
+    /// go on with the next buffer. Only once a direct write has worked, so that a
+    /// device refusing O_DIRECT is found by a plain write.
+    fn write_behind(&mut self, sink: &mut Sink) -> Result<(), EngineError> {
         let lo = self.start.max(self.buf_off);
         let skip = (lo - self.buf_off) as usize;
-        if self.fill > skip {
-            // SAFETY: the stream owns its one-buffer pool.
-            let buf = unsafe { self.pool.buf(0, self.cap) };
-            sink.write_region(&buf[skip..self.fill], lo)?;
+        // SAFETY: the current buffer is ours until it is submitted below.
+        let buf = unsafe { self.pool.buf(self.cur, self.cap) };
+        if let Some((a0, a1, at)) = sink.split(&buf[skip..self.fill], lo)? {
+            let (lo_i, len) = (skip + a0, a1 - a0);
+            let wb = self.behind.as_mut().expect("write-behind");
+            // SAFETY: the buffer is neither written nor reused until its completion
+            // has been taken (`wait_for`), or the context is dropped (which waits).
+            let queued = sink.direct_fd.is_some_and(|dfd| unsafe {
+                wb.aio
+                    .submit_write(dfd, buf[lo_i..].as_ptr(), len, at, self.cur as u64)
+                    .is_ok()
+            });
+            if queued {
+                wb.inflight[self.cur] = Some((lo_i, len, at));
+                wb.queued += 1;
+            } else {
+                sink.write_direct(&buf[lo_i..lo_i + len], at)?;
+            }
         }
+        self.advance(sink);
+        self.cur = (self.cur + 1) % self.pool.n;
+        self.wait_for(sink, Some(self.cur))
+    }
+
+    /// Take completions until buffer `buffer` is free (`None`: all of them).
+    fn wait_for(&mut self, sink: &mut Sink, buffer: Option<usize>) -> Result<(), EngineError> {
+        let Some(wb) = self.behind.as_mut() else {
+            return Ok(());
+        };
+        let busy = |wb: &WriteBehind| match buffer {
+            Some(i) => wb.inflight[i].is_some(),
+            None => wb.inflight.iter().any(Option::is_some),
+        };
+        while busy(wb) {
+            let done = wb.aio.wait().map_err(|e| EngineError {
+                op: Op::Write,
+                offset: 0,
+                length: 0,
+                errno: e.raw_os_error().unwrap_or(libc::EIO),
+                strerror: e.to_string(),
+                path: fd_path(sink.fd),
+            })?;
+            for c in done {
+                let i = c.tag as usize;
+                let Some((lo_i, len, at)) = wb.inflight[i].take() else {
+                    continue;
+                };
+                if c.res == len as i64 {
+                    continue;
+                }
+                // a short or failed write: do it again in place, which reports the
+                // error (or falls back to buffered writes, as the first write would)
+                // SAFETY: the write of this buffer has completed.
+                let data = unsafe { self.pool.buf(i, self.cap) };
+                sink.write_direct(&data[lo_i..lo_i + len], at)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The current buffer is written (or on its way): the stream moves on by it.
+    fn advance(&mut self, sink: &Sink) {
         self.buf_off += self.fill as u64;
         self.fill = 0;
         // A flush of a partial buffer ends the stream's alignment: keep offsets right.
@@ -178,6 +300,20 @@ impl Stream {
             self.buf_off = aligned;
             self.start = self.start.max(aligned + self.fill as u64);
         }
+    }
+
+    /// Write what is buffered (at the end of the stream: also wait for the writes
+    /// behind).
+    pub fn flush(&mut self, sink: &mut Sink) -> Result<(), EngineError> {
+        self.wait_for(sink, None)?;
+        let lo = self.start.max(self.buf_off);
+        let skip = (lo - self.buf_off) as usize;
+        if self.fill > skip {
+            // SAFETY: nothing is in flight any more.
+            let buf = unsafe { self.pool.buf(self.cur, self.cap) };
+            sink.write_region(&buf[skip..self.fill], lo)?;
+        }
+        self.advance(sink);
         Ok(())
     }
 }
@@ -227,6 +363,35 @@ mod tests {
             assert_eq!(got.len(), want.len(), "direct={direct}");
             assert!(got == want, "direct={direct}");
         }
+    }
+
+    #[test]
+    fn written_behind_gives_the_same_bytes() {
+        // an unaligned start, 40 full buffers and a partial one, in pieces of 777
+        let f = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+        let fd = f.as_file().as_raw_fd();
+        let dfd = crate::engine::device::open_direct(fd).ok();
+        let mut sink = Sink::new(fd, dfd.as_ref().map(|d| d.0), true, 4096, 1 << 30);
+        let base = 4096 + 100;
+        let mut s = Stream::with_write_behind(base, 8192, 4096, 3).unwrap();
+        let data: Vec<u8> = (0..40 * 8192 + 5000u32).map(|i| (i % 251) as u8).collect();
+        for c in data.chunks(777) {
+            s.append(&mut sink, c).unwrap();
+        }
+        s.flush(&mut sink).unwrap();
+        sink.finish(true).unwrap();
+        // all but the first full buffer went behind (where AIO and O_DIRECT work)
+        if let (Some(wb), Some(_)) = (&s.behind, &dfd) {
+            assert_eq!(wb.queued, 39);
+        }
+        let mut got = Vec::new();
+        std::fs::File::open(f.path())
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        assert_eq!(got.len(), base as usize + data.len());
+        assert!(got[base as usize..] == data[..]);
+        assert_eq!(sink.direct_used, dfd.is_some());
     }
 
     #[test]
