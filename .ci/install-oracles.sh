@@ -7,6 +7,10 @@
 # * s390x s390-tools 2.16 zgetdump, extracted (not installed) into
 #   ${ZFCPDUMP_ORACLES:-/var/cache/zfcpdump-oracles}/s390x/root and run with
 #   `qemu-s390x-static -L ROOT ROOT/sbin/zgetdump`.
+# * x86_64 makedumpfile from Debian sid (the Linux 6.12 page-filter oracle) with
+#   Debian 13's libraries, unpacked by tests/e2e/assets.py (private apt lists) into
+#   ${ZFCPDUMP_ORACLES:-/var/cache/zfcpdump-oracles}/makedumpfile-sid/root and run
+#   through that root's dynamic loader (tests/oracles/makedumpfile_sid.py).
 #
 # Idempotent and quiet; safe to re-run. Needs root (apt-get install); works without a
 # TTY and with stdin closed. Prints one summary line at the end.
@@ -22,12 +26,18 @@ HOST_PKGS=(qemu-user-static python3-libkdumpfile kexec-tools fdisk gdisk zstd ut
 S390X_PKGS=(s390-tools libc6 libfuse2 zlib1g
             makedumpfile libdw1 libelf1 liblzo2-2 libbz2-1.0 liblzma5 libzstd1)
 
+# makedumpfile (sid) needs glibc >= 2.38: libraries from trixie, a released set
+SID_PKGS=(makedumpfile/sid libc6/trixie libdw1t64/trixie libelf1t64/trixie liblzo2-2/trixie
+          libzstd1/trixie zlib1g/trixie libbz2-1.0/trixie liblzma5/trixie libgcc-s1/trixie)
+
 CACHE=${ZFCPDUMP_ORACLES:-/var/cache/zfcpdump-oracles}
 W=$CACHE/s390x
 ROOT=$W/root
 
 NAME=install-oracles
-. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+CI_DIR=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$CI_DIR/.." && pwd)
+. "$CI_DIR/lib.sh"
 
 # ---------------------------------------------------------------------------
 # 1. Host packages
@@ -37,10 +47,15 @@ install_host_pkgs "${HOST_PKGS[@]}"
 # ---------------------------------------------------------------------------
 # 2. s390x zgetdump (s390-tools) extracted under $ROOT, run through qemu-user
 # ---------------------------------------------------------------------------
+version_of() {
+    # "... version 1.7.8 ..." on stdin -> 1.7.8
+    sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1
+}
+
 zgetdump_version() {
     # -> e.g. "2.16.0"; empty if it does not run
     qemu-s390x-static -L "$ROOT" "$ROOT/sbin/zgetdump" -v </dev/null 2>/dev/null \
-        | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1 || true
+        | version_of || true
 }
 
 ZG_VER=""
@@ -78,11 +93,32 @@ if [ -z "$ZG_VER" ]; then
 fi
 
 # ---------------------------------------------------------------------------
-# 3. Summary
+# 3. x86_64 makedumpfile from sid with trixie's libraries (x86_64 hosts only)
+# ---------------------------------------------------------------------------
+sid_md_version() {
+    ZFCPDUMP_ORACLES=$CACHE python3 "$REPO/tests/oracles/makedumpfile_sid.py" -v 2>&1 \
+        | version_of || true
+}
+
+SID_VER=""
+if [ "$(dpkg --print-architecture)" = amd64 ]; then
+    SID_VER=$(sid_md_version)
+    if [ -z "$SID_VER" ]; then
+        "${SUDO[@]}" mkdir -p "$CACHE/makedumpfile-sid"
+        quiet "${SUDO[@]}" python3 "$REPO/tests/e2e/assets.py" unpack \
+            "$CACHE/makedumpfile-sid/root" trixie,sid "${SID_PKGS[@]}"
+        SID_VER=$(sid_md_version)
+        [ -n "$SID_VER" ] || die "makedumpfile from sid does not run (tests/oracles/makedumpfile_sid.py -v)"
+    fi
+fi
+
+# ---------------------------------------------------------------------------
+# 4. Summary
 # ---------------------------------------------------------------------------
 MD_VER=$(qemu-s390x-static -L "$ROOT" "$ROOT/usr/bin/makedumpfile" -v </dev/null 2>/dev/null \
-    | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1 || true)
+    | version_of || true)
 summary=("zgetdump $ZG_VER (qemu-user)" "makedumpfile s390x ${MD_VER:-MISSING} (qemu-user)")
+[ -z "$SID_VER" ] || summary+=("makedumpfile sid $SID_VER")
 kdf=$(dpkg-query -W -f='${Version}' python3-libkdumpfile 2>/dev/null | sed 's/-[^-]*$//' || true)
 if [ -n "$kdf" ] && /usr/bin/python3 -c 'import kdumpfile' </dev/null >/dev/null 2>&1; then
     summary+=("libkdumpfile $kdf")

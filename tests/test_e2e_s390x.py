@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e import assets, filtered, fixtures, harness
+from e2e import assets, checks, filtered, fixtures, harness
 
 ARCH = assets.ARCHES["s390x"]
 CRASHKERNEL = os.environ.get("ZFCPDUMP_E2E_S390X_CRASHKERNEL", "256M")
@@ -140,20 +140,12 @@ def test_s390x_guest_dumps_itself(run):
     assert not c.first(r"E2E-FAIL"), where
     # zfcpdump as PID 1, no arguments: dump-kernel mode with its defaults
     assert c.first(r"^E2E: exec zfcpdump$"), f"zfcpdump was given arguments {where}"
-    for line in ("Linux System Dumper starting", "Version 3.0 (64 bit)", "Dump start at:",
-                 "Dump parameters:", " vmcore...: /proc/vmcore", " partition: /dev/sda1",
-                 "Writing dump:"):
-        assert any(s == line for _, s in c.lines), f"no {line!r} on the console {where}"
+    checks.assert_default_parameters(res)
     # no _core in the guest: the default engine is the Python one, and the parameters say so
     assert not c.all(r"^WARNING: "), where
     assert any(s == " engine...: python" for _, s in c.lines), f"engine line missing {where}"
     assert not c.all(r"^ERROR: |Traceback"), where
-    total = round(res.vmcore_bytes / (1 << 20))
-    progress = [s for _, s in c.all(r"^ +\d+ of \d+ MB ")]
-    assert progress and re.match(rf"^ +0 of {total} MB +0\.0% +0 MB/s unknown ETA$",
-                                 progress[0]), f"first progress line {progress[:1]} {where}"
-    assert re.match(rf"^ +{total} of {total} MB 100\.0% +\d+ MB/s 0:00:00 ETA$",
-                    progress[-1]), f"last progress line {progress[-1:]} {where}"
+    checks.assert_progress(res)
     assert res.dumped, f"no 'Dump successful' {where}"
     # (the SCLP console loses "reboot: Power down": QEMU's shutdown trace shows it)
     assert res.powered_off, f"zfcpdump did not power the guest off {where}"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e import assets, filtered, fixtures, harness
+from e2e import assets, checks, filtered, fixtures, harness
 
 ARCH = assets.ARCHES["x86_64"]
 CRASHKERNEL = os.environ.get("ZFCPDUMP_E2E_CRASHKERNEL", "160M")
@@ -37,17 +37,6 @@ GUEST_MEM_MIB = 1024
 PATTERN_FILE_BYTES, PATTERN_HEAP_BYTES = 8 << 20, 4 << 20
 
 pytestmark = pytest.mark.slow
-
-
-def _unavailable() -> str:
-    if os.uname().machine != "x86_64":
-        return "the x86_64 end-to-end test runs on an x86_64 host"
-    if shutil.which("dpkg") is None or assets.host_deb_arch() != "amd64":
-        return "needs a Debian amd64 host (apt-get download, dpkg-deb)"
-    missing = harness.missing_tools(ARCH)
-    if missing:
-        return f"needs {', '.join(missing)} (`bash .ci/install-e2e.sh` installs them)"
-    return ""
 
 
 def _skip_or_fail(reason: str) -> None:
@@ -66,21 +55,7 @@ def report(request):
 
 @pytest.fixture(scope="module")
 def guest(workdir, report) -> harness.Guest:
-    reason = _unavailable()
-    if reason:
-        _skip_or_fail(reason)
-    try:
-        g = harness.prepare_guest(ARCH, workdir, log=lambda s: None)
-    except assets.FetchError as exc:
-        _skip_or_fail(f"cannot fetch the guest packages with apt: {exc}")
-    except (FileNotFoundError, harness.WheelError) as exc:
-        _skip_or_fail(f"no wheel for the guest (set ZFCPDUMP_WHEEL or install maturin): {exc}")
-    s = g.summary
-    report.append(f"guest: {g.kernel.name}, wheel {g.wheel.name}, dump initramfs "
-                  f"{s['image_bytes'] >> 10} KiB gz / {s['files_bytes'] >> 10} KiB unpacked; "
-                  f"setup: fetch {s['fetch_s']:.1f}s, wheel {s['wheel_s']:.1f}s, "
-                  f"initramfs {s['initramfs_s']:.1f}s")
-    return g
+    return fixtures.x86_64_guest(ARCH, workdir, report)
 
 
 @pytest.mark.parametrize("engine,extra", [("rust", ""), ("python", ""), ("rust", "--no-mmap")],
@@ -88,150 +63,33 @@ def guest(workdir, report) -> harness.Guest:
 def test_crashed_guest_dumps_itself(guest, workdir, report, engine, extra):
     res = harness.run(guest, workdir, engine=engine, crashkernel=CRASHKERNEL,
                       mem_mib=GUEST_MEM_MIB, extra_args=extra, timeout=420, log=lambda s: None)
-    c = res.console
-    where = f"(console: {res.console_log})\n{c.tail(50)}"
+    mmap_reads = engine == "rust" and not extra
     try:
-        assert not res.timed_out, f"QEMU did not finish in time {where}"
-        # the first kernel did its part
-        assert c.first(r"E2E: patterns in memory"), f"no patterns {where}"
-        assert c.first(r"E2E: dump kernel loaded"), f"kexec -p failed {where}"
-        assert c.first(r"Kernel panic - not syncing: sysrq triggered crash"), where
-        # the dump kernel ran zfcpdump as PID 1 (dump-kernel mode) with its defaults
-        assert not c.first(r"Initramfs unpacking failed"), \
-            f"the dump initramfs does not fit in crashkernel={CRASHKERNEL} {where}"
-        assert c.first(r"E2E: dump kernel up"), f"the dump kernel did not start {where}"
-        assert not c.first(r"E2E-FAIL"), where
-        for line in ("Linux System Dumper starting", "Version 3.0 (64 bit)", "Dump start at:",
-                     "Dump parameters:", " vmcore...: /proc/vmcore", " partition: /dev/sda1",
-                     "Writing dump:"):
-            assert any(s == line for _, s in c.lines), f"no {line!r} on the console {where}"
-        assert not c.all(r"^ERROR: |Traceback"), where
-        reads = c.first(r"^ reads\.\.\.\.: (.*)$")
-        if engine == "rust" and extra != "--no-mmap":
-            # mmap is the default on x86_64: /proc/vmcore was read through mappings (how
-            # the writes left them: straight or, for VM_PFNMAP memory that cannot be
-            # pinned, after one copy, is the kernel's business, performance.md §2.2)
-            assert reads and reads[1].strip().startswith("reads....: mmap windows"), where
-            report.append(f"  {engine} {extra}: {reads[1].strip()}")
-        else:
-            assert reads is None or "read()" in reads[1], where
-        total = round(res.vmcore_bytes / (1 << 20))
-        progress = [s for _, s in c.all(r"^ +\d+ of \d+ MB ")]
-        assert progress and re.match(rf"^ +0 of {total} MB +0\.0% +0 MB/s unknown ETA$",
-                                     progress[0]), f"first progress line {progress[:1]} {where}"
-        assert re.match(rf"^ +{total} of {total} MB 100\.0% +\d+ MB/s 0:00:00 ETA$",
-                        progress[-1]), f"last progress line {progress[-1:]} {where}"
-        assert res.dumped, f"no 'Dump successful' {where}"
-        assert c.first(r"reboot: Power down"), f"zfcpdump did not power the guest off {where}"
-        assert res.rc == 0, where
-
-        # the host reads the dump back
-        harness.analyse(res, workdir)
-        want = {f"E2E-FILE-{res.nonce}\n": PATTERN_FILE_BYTES,
-                f"E2E-HEAP-{res.nonce}\n": PATTERN_HEAP_BYTES}
-        for token, nbytes in want.items():
-            # a token split by a page boundary may not be found: allow 10 %
-            assert res.patterns[token] >= 0.9 * nbytes / len(token), \
-                f"{token.strip()}: {res.patterns[token]} copies in the dump"
-        assert "sysrq: Trigger a crash" in res.dmesg, res.dmesg[-3000:]
-        assert "Kernel panic - not syncing: sysrq triggered crash" in res.dmesg_panic
-        _readback_cross_check(res)
+        reads = checks.assert_dumped_itself(res, CRASHKERNEL, mmap_reads)
+        if mmap_reads:
+            report.append(f"  {engine} {extra}: {reads}")
+        checks.assert_reads_back(res, workdir, (PATTERN_FILE_BYTES, PATTERN_HEAP_BYTES))
         if not extra:
             report.extend(_filter_cross_check(res, workdir, engine))
     finally:
-        report.append(res.report())
-        if res.patterns:
-            report.append(f"  {res.engine}: patterns found {sorted(res.patterns.values())}; "
-                          f"vmcore-dmesg: {res.dmesg_panic.strip()}")
-        fixtures.discard(res.dump_elf, res.disk, *workdir.glob(f"first-{engine}-*.img"))
+        checks.report_run(res, report)
 
 
-def _readback_cross_check(res: harness.RunResult) -> None:
-    """Our read-back (`zfcpdump copy DISK:1 OUT`, a zgetdump-layout ELF; `zgetdump`
-    itself takes s390x dumps only, as the original) holds the same memory and CPUs as
-    the raw vmcore on the partition."""
-    import zfcpdump
-
-    out = res.dump_elf.with_suffix(".copy.elf")
-    p = subprocess.run([sys.executable, "-m", "zfcpdump", "copy", f"{res.disk}:1", str(out)],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.returncode == 0, f"zfcpdump copy {res.disk}:1 failed: {p.stderr}"
-        with zfcpdump.open_dump(str(out)) as copied, zfcpdump.open_dump(str(res.dump_elf)) as raw:
-            assert [(c.start, c.size) for c in copied.chunks] == [(c.start, c.size) for c in raw.chunks]
-            assert len(copied.cpus) == len(raw.cpus)
-            step = 8 << 20
-            for chunk in raw.chunks:
-                for addr in range(chunk.start, chunk.start + chunk.size, step):
-                    n = min(step, chunk.start + chunk.size - addr)
-                    assert copied.read_phys(addr, n) == raw.read_phys(addr, n), hex(addr)
-    finally:
-        if out.exists():
-            out.unlink()
-
-
-def _kdump_bitmaps(path: Path) -> tuple[bytes, bytes]:
-    """(1st, 2nd) bitmap of a little-endian kdump file."""
-    import struct
-
-    with open(path, "rb") as f:
-        head = f.read(4096)
-        block, sub, blocks = struct.unpack_from("<III", head, 428)
-        half = blocks // 2 * block
-        f.seek((1 + sub) * block)
-        both = f.read(2 * half)
-    return both[:half], both[half:]
+def _makedumpfile(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["makedumpfile", *map(str, args)], capture_output=True, text=True,
+                          errors="replace")
 
 
 def _filter_cross_check(res: harness.RunResult, workdir: Path, engine: str) -> list[str]:
-    """Page-class filtering on a real Linux 6.1 vmcore: `dump --compress zlib
-    --dump-level N` (the vmcore the guest wrote, read on the host) and makedumpfile
-    1.7.2 `-c -d N` on the same file leave out the same pages: their 2nd bitmaps agree
-    on every page both call RAM (makedumpfile drops a partly covered page from its RAM,
-    we keep its bytes), and makedumpfile reads the same kernel log out of ours."""
-    from test_kdump_capture import capture, dump_bytes, mib_above, prepared_image
-
+    """Page-class filtering on a real Linux 6.1 vmcore against makedumpfile 1.7.2 (the
+    host's), and the free pages left out against the kernel's count (e2e/checks.py)."""
     if shutil.which("makedumpfile") is None:
         _skip_or_fail("needs makedumpfile for the page-filter cross-check")
     levels = (2, 8, 16, 31) if engine == "rust" else (31,)
-    lines = []
-    for level in levels:
-        ref = workdir / f"md-{engine}-{level}.kdump"
-        ours = workdir / f"ours-{engine}-{level}.kdump"
-        disk = None
-        try:
-            subprocess.run(["makedumpfile", "-c", "-d", str(level), str(res.dump_elf), str(ref)],
-                           check=True, capture_output=True)
-            disk = prepared_image(workdir, mib_above(res.dump_elf.stat().st_size),
-                                  name=f"filter-{engine}-{level}.img")
-            assert capture(disk, res.dump_elf, "--compress", "zlib", "--dump-level", str(level),
-                           engine=engine) == 0
-            ours.write_bytes(dump_bytes(disk))
-            ram_md, dump_md = _kdump_bitmaps(ref)
-            _, dump_ours = _kdump_bitmaps(ours)
-            assert len(dump_ours) == len(dump_md), "different max_mapnr"
-            n = len(dump_md)
-            differ = [i for i in range(n) if dump_ours[i] & ram_md[i] != dump_md[i]]
-            assert not differ, (f"dump level {level}: 2nd bitmaps differ in bytes "
-                                f"{differ[:10]} (pfns {8 * differ[0]}..)")
-            dumped = sum(bin(b).count("1") for b in dump_md[:n])
-            assert dumped < sum(bin(b).count("1") for b in ram_md[:n]), "nothing was excluded"
-            if level == 31:
-                logs = []
-                for f in (ref, ours):
-                    out = f.with_suffix(".dmesg")
-                    subprocess.run(["makedumpfile", "--dump-dmesg", str(f), str(out)],
-                                   check=True, capture_output=True)
-                    logs.append(out.read_text(errors="replace"))
-                    out.unlink()
-                assert logs[0] == logs[1] and "sysrq triggered crash" in logs[1]
-            lines.append(f"  filter {engine} -d {level}: same pages as makedumpfile -c "
-                         f"({dumped} dumped); size {ours.stat().st_size} vs "
-                         f"{ref.stat().st_size} bytes")
-        finally:
-            for f in (ref, ours, disk):
-                if f is not None and f.exists():
-                    f.unlink()
+    results = checks.filter_cross_check(res, workdir, engine, levels, _makedumpfile)
+    lines = [f.line for f in results]
+    if 16 in levels:
+        lines.append(checks.assert_free_pages_counted(results, res.dump_elf, ARCH.smp))
     return lines
 
 
@@ -254,8 +112,7 @@ def test_crashed_guest_writes_a_compressed_dump_from_mappings(guest, workdir, re
     res = harness.run(guest, workdir, engine="rust", crashkernel=CRASHKERNEL,
                       mem_mib=GUEST_MEM_MIB, extra_args="--compress snappy", timeout=420,
                       log=lambda s: None)
-    c = res.console
-    where = f"(console: {res.console_log})\n{c.tail(50)}"
+    c, where = res.console, checks.where(res)
     out = workdir / "snappy-copy.elf"
     try:
         assert not res.timed_out, f"QEMU did not finish in time {where}"

@@ -7,6 +7,7 @@ Everything the guest runs comes from Debian 12 packages, downloaded with
         debs/           the .deb files
         root/           all of them unpacked on top of each other
         kernel/         vmlinuz + modules tree (when the arch uses a Debian kernel)
+        apt/            private apt state for another suite (only while fetching)
         STAMP           the package list the cache was built from
 
 The architecture-specific parts are one `Arch` record each. `x86_64` boots Debian's
@@ -14,9 +15,14 @@ kernel; `s390x` boots the kernel of /work/shared/samples/s390x-dump-kernel (Debi
 s390x kernel has no CRASH_DUMP), decompressed into `kernel/bzImage` of the cache
 (`$ZFCPDUMP_E2E_S390X_KERNEL` points elsewhere: a bzImage or a bzImage.zst), and
 its packages come through a separate lists directory (`lists/`, `aptcache/`).
+`x86_64-6.12` is x86_64 with the kernel of Debian 13 (trixie): `kernel_suite` takes
+the kernel package from that suite (a private sources list, `suite_apt()`), the
+userland from the host's Debian 12 lists as for the others.
 
 Stdlib only: `.ci/install-e2e.sh` runs it with the system python3
-(`python3 tests/e2e/assets.py fetch x86_64`) before any venv exists.
+(`python3 tests/e2e/assets.py fetch x86_64`) before any venv exists, and
+`.ci/install-oracles.sh` unpacks sid's makedumpfile with it
+(`python3 tests/e2e/assets.py unpack DEST SUITE[,SUITE] PACKAGE[/SUITE]...`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import dataclasses
 import fcntl
 import glob
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -50,7 +57,7 @@ COMMON_PACKAGES = [
 
 @dataclasses.dataclass(frozen=True)
 class Arch:
-    name: str                      # uname -m
+    name: str                      # uname -m (QEMU's architecture)
     deb_arch: str                  # Debian architecture
     qemu: str                      # QEMU system emulator binary
     qemu_package: str              # Debian package that has it
@@ -67,6 +74,12 @@ class Arch:
     kernel_image: Optional[str] = None  # a given kernel (bzImage[.zst]), no Debian kernel
     pure_python: bool = False      # by default zfcpdump goes in as .py files (no Rust)
     rust_target: Optional[str] = None  # cross-build the Rust extension for it (None: host)
+    kernel_suite: Optional[str] = None  # Debian suite of the kernel (None: the host's)
+    cache_key: Optional[str] = None  # ARCHES key and cache directory (None: name)
+
+    @property
+    def key(self) -> str:
+        return self.cache_key or self.name
 
     @property
     def packages(self) -> list[str]:
@@ -84,19 +97,23 @@ class Arch:
 _S390X_NO_SELFTESTS = ("initcall_blacklist=rcu_torture_init,ref_scale_init,tcrypt_mod_init "
                        "kunit.enable=0 cryptomgr.notests=1 scsi_mod.scan=async")
 
+_X86_64 = Arch(
+    name="x86_64", deb_arch="amd64", qemu="qemu-system-x86_64",
+    qemu_package="qemu-system-x86", machine=("-M", "pc"), console="ttyS0",
+    scsi_controller="virtio-scsi-pci", kernel_package="linux-image-amd64",
+    modules=("virtio_pci", "virtio_scsi", "sd_mod"),
+    # Debian's kexec links libxenctrl (libxenmisc4.17) and that the Xen tool libraries
+    extra_packages=("libxenmisc4.17", "libxencall1", "libxendevicemodel1", "libxenevtchn1",
+                    "libxenforeignmemory1", "libxengnttab1", "libxentoolcore1",
+                    "libxentoollog1"),
+    kdump_append="irqpoll nr_cpus=1 reset_devices",
+    kvm_possible=True,
+)
+
 ARCHES = {
-    "x86_64": Arch(
-        name="x86_64", deb_arch="amd64", qemu="qemu-system-x86_64",
-        qemu_package="qemu-system-x86", machine=("-M", "pc"), console="ttyS0",
-        scsi_controller="virtio-scsi-pci", kernel_package="linux-image-amd64",
-        modules=("virtio_pci", "virtio_scsi", "sd_mod"),
-        # Debian's kexec links libxenctrl (libxenmisc4.17) and that the Xen tool libraries
-        extra_packages=("libxenmisc4.17", "libxencall1", "libxendevicemodel1", "libxenevtchn1",
-                        "libxenforeignmemory1", "libxengnttab1", "libxentoolcore1",
-                        "libxentoollog1"),
-        kdump_append="irqpoll nr_cpus=1 reset_devices",
-        kvm_possible=True,
-    ),
+    "x86_64": _X86_64,
+    # Debian 13's 6.12 kernel (first and dump kernel) with Debian 12's userland
+    "x86_64-6.12": dataclasses.replace(_X86_64, kernel_suite="trixie", cache_key="x86_64-6.12"),
     # The kernel comes from the shared sample (CRASH_DUMP, everything built in, so no
     # modules). By default the guest gets the package as pure Python and zfcpdump falls
     # back to its Python engine; a second guest gets the Rust extension cross-built for
@@ -125,12 +142,12 @@ def cache_dir(arch: Arch) -> Path:
     root) ~/.cache/zfcpdump-e2e."""
     given = os.environ.get("ZFCPDUMP_E2E_CACHE")
     if given:
-        return Path(given) / arch.name
+        return Path(given) / arch.key
     default = Path(DEFAULT_CACHE)
     probe = default if default.exists() else default.parent
     if os.access(probe, os.W_OK):
-        return default / arch.name
-    return Path.home() / ".cache" / "zfcpdump-e2e" / arch.name
+        return default / arch.key
+    return Path.home() / ".cache" / "zfcpdump-e2e" / arch.key
 
 
 class FetchError(RuntimeError):
@@ -160,6 +177,77 @@ def _apt_options(arch: Arch, work: Path) -> list[str]:
     return opts
 
 
+def host_mirror() -> str:
+    """The Debian archive the host's apt uses for its own release (its main component):
+    other suites come from the same place."""
+    codename = platform.freedesktop_os_release().get("VERSION_CODENAME", "")
+    out = _run(["apt-get", "indextargets", "--format",
+                "$(REPO_URI) $(RELEASE) $(COMPONENT) $(IDENTIFIER)"])
+    for line in out.splitlines():
+        uri, release, component, ident = line.split()
+        if (release, component, ident) == (codename, "main", "Packages"):
+            return uri
+    raise FetchError(f"no Debian {codename} main in the host's apt lists (apt-get update)")
+
+
+def suite_apt(work: Path, suites: list[str], log=lambda s: None) -> list[str]:
+    """apt options for packages of other Debian suites (host architecture): a private
+    sources list naming only them on the host's mirror, private lists and caches in
+    `work`, updated here. The host's apt state stays untouched."""
+    (work / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (work / "cache").mkdir(exist_ok=True)
+    (work / "sources.list.d").mkdir(exist_ok=True)
+    mirror = host_mirror()
+    (work / "sources.list").write_text("".join(f"deb {mirror} {s} main\n" for s in suites))
+    opts = ["-o", f"Dir::Etc::SourceList={work / 'sources.list'}",
+            "-o", f"Dir::Etc::SourceParts={work / 'sources.list.d'}",
+            "-o", f"Dir::State::Lists={work / 'lists'}", "-o", f"Dir::Cache={work / 'cache'}",
+            "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=",
+            # the package indexes alone (no translations, no AppStream metadata)
+            "-o", "Acquire::Languages=none",
+            "-o", "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"]
+    if os.geteuid() == 0:
+        opts += ["-o", "APT::Sandbox::User=root"]
+    log(f"apt-get update ({', '.join(suites)} lists)")
+    _run(["apt-get", *opts, "-qq", "update"])
+    return opts
+
+
+def _download(packages: list[str], opts: list[str], debs: Path, log) -> None:
+    log(f"apt-get download {' '.join(packages)}")
+    _run(["apt-get", *opts, "-qq", "download", *packages], cwd=debs)
+
+
+def _unpack(debs: Path, dest: Path) -> list[str]:
+    """dpkg-deb -x every .deb of `debs` into a fresh `dest` (replaced whole, so an
+    interrupted run leaves the old one); returns the .deb names."""
+    new = dest.with_name(dest.name + ".new")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    names = sorted(d.name for d in debs.glob("*.deb"))
+    for name in names:
+        _run(["dpkg-deb", "-x", str(debs / name), str(new)])
+    shutil.rmtree(dest, ignore_errors=True)
+    new.rename(dest)
+    return names
+
+
+def unpack_from_suites(dest: Path, suites: list[str], packages: list[str],
+                       log=lambda s: None) -> list[str]:
+    """Download `packages` (NAME or NAME/SUITE) of other Debian suites and unpack them
+    into `dest`; apt's state lives beside it (dest/../apt) and goes afterwards."""
+    work = dest.parent
+    opts = suite_apt(work / "apt", suites, log)
+    debs = work / "debs"
+    shutil.rmtree(debs, ignore_errors=True)
+    debs.mkdir(parents=True)
+    _download(packages, opts, debs, log)
+    names = _unpack(debs, dest)
+    shutil.rmtree(debs)
+    shutil.rmtree(work / "apt")
+    return names
+
+
 def _kernel_image_package(arch: Arch, opts: list[str]) -> str:
     """linux-image-amd64 is a metapackage: the image is its one linux-image-* dependency."""
     out = _run(["apt-cache", *opts, "depends", arch.kernel_package])
@@ -179,6 +267,8 @@ def fetch(arch: Arch, log=lambda s: None) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs share the cache
         stamp = base / "STAMP"
         wanted = "packages: " + " ".join(sorted(arch.packages))
+        if arch.kernel_suite:
+            wanted += f"; kernel from {arch.kernel_suite}"
         if (stamp.exists() and (base / "root").is_dir()
                 and stamp.read_text().splitlines()[:1] == [wanted]):
             return base
@@ -187,27 +277,23 @@ def fetch(arch: Arch, log=lambda s: None) -> Path:
             log(f"apt-get update ({arch.deb_arch} lists)")
             _run(["apt-get", *opts, "-qq", "update"])
         packages = list(arch.packages)
-        if arch.kernel_package:
+        if arch.kernel_package and not arch.kernel_suite:
             packages.append(_kernel_image_package(arch, opts))
         debs = base / "debs"
         shutil.rmtree(debs, ignore_errors=True)
         debs.mkdir()
-        log(f"apt-get download {' '.join(packages)}")
         try:
-            _run(["apt-get", *opts, "-qq", "download", *packages], cwd=debs)
+            _download(packages, opts, debs, log)
         except FetchError:
             if arch.deb_arch != host_deb_arch() or os.geteuid() != 0:
                 raise
             _run(["apt-get", "-qq", "update"])  # stale host lists on a fresh machine
-            _run(["apt-get", *opts, "-qq", "download", *packages], cwd=debs)
-        names = sorted(d.name for d in debs.glob("*.deb"))
-        root = base / "root.new"
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir()
-        for deb in sorted(debs.glob("*.deb")):
-            _run(["dpkg-deb", "-x", str(deb), str(root)])
-        shutil.rmtree(base / "root", ignore_errors=True)
-        root.rename(base / "root")
+            _download(packages, opts, debs, log)
+        if arch.kernel_suite:
+            kopts = suite_apt(base / "apt", [arch.kernel_suite], log)
+            _download([_kernel_image_package(arch, kopts)], kopts, debs, log)
+            shutil.rmtree(base / "apt")  # the suite's lists: tens of MB
+        names = _unpack(debs, base / "root")
         # The .debs are not needed any more (the kernel one alone is ~70 MB).
         shutil.rmtree(debs)
         stamp.write_text("\n".join([wanted, *names]) + "\n")
@@ -250,21 +336,38 @@ def given_kernel(arch: Arch, base: Path) -> Path:
 
 
 def kernel_paths(base: Path) -> tuple[Path, Path, str]:
-    """(vmlinuz, modules dir, version) inside an unpacked Debian kernel package."""
+    """(vmlinuz, modules dir, version) inside an unpacked Debian kernel package; the
+    modules are in lib/modules (Debian 12) or usr/lib/modules (merged /usr, Debian 13)."""
     images = sorted(glob.glob(str(base / "root" / "boot" / "vmlinuz-*")))
     if not images:
         raise FetchError(f"no boot/vmlinuz-* under {base / 'root'}")
     vmlinuz = Path(images[-1])
     version = vmlinuz.name[len("vmlinuz-"):]
-    moddir = base / "root" / "lib" / "modules" / version
-    if not moddir.is_dir():
-        raise FetchError(f"no {moddir}")
-    return vmlinuz, moddir, version
+    for lib in ("lib", "usr/lib"):
+        moddir = base / "root" / lib / "modules" / version
+        if moddir.is_dir():
+            return vmlinuz, moddir, version
+    raise FetchError(f"no lib/modules/{version} or usr/lib/modules/{version} under "
+                     f"{base / 'root'}")
+
+
+def unpack_main(dest: str, suites: str, packages: list[str]) -> int:
+    try:
+        names = unpack_from_suites(Path(dest), suites.split(","), packages,
+                                   log=lambda s: print(f"e2e assets: {s}", file=sys.stderr))
+    except FetchError as exc:
+        print(f"e2e assets: {exc}", file=sys.stderr)
+        return 1
+    print(f"e2e assets: {' '.join(names)} in {dest}")
+    return 0
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) >= 4 and argv[0] == "unpack":
+        return unpack_main(argv[1], argv[2], argv[3:])
     if len(argv) != 2 or argv[0] != "fetch" or argv[1] not in ARCHES:
-        print(f"usage: assets.py fetch {{{','.join(ARCHES)}}}", file=sys.stderr)
+        print(f"usage: assets.py fetch {{{','.join(ARCHES)}}}\n"
+              "       assets.py unpack DEST SUITE[,SUITE] PACKAGE[/SUITE]...", file=sys.stderr)
         return 2
     arch = ARCHES[argv[1]]
     try:
@@ -282,7 +385,7 @@ def main(argv: list[str]) -> int:
     except FetchError as exc:
         print(f"e2e assets: {exc}", file=sys.stderr)
         return 1
-    print(f"e2e assets: {arch.name} guest packages in {base}{extra}")
+    print(f"e2e assets: {arch.key} guest packages in {base}{extra}")
     return 0
 
 

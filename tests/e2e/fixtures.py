@@ -1,15 +1,18 @@
 """What the x86_64 and s390x end-to-end tests share: where the runs go, the report
-printed after the tests, "skip here, fail in CI" for a missing requirement, and
-throwing a run's disks away unless they are to be kept."""
+printed after the tests, "skip here, fail in CI" for a missing requirement,
+throwing a run's disks away unless they are to be kept, and the x86_64 guest."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
 import pytest
+
+from . import assets, harness
 
 REQUIRED = bool(os.environ.get("CI") or os.environ.get("ZFCPDUMP_E2E_REQUIRED"))
 
@@ -51,3 +54,35 @@ def report_lines(request, prefix: str):
         tr.write_line("")
         for line in lines:
             tr.write_line(f"{prefix}: {line}")
+
+
+def x86_64_unavailable(arch: assets.Arch) -> str:
+    """Why an x86_64 guest cannot run here ('' if it can)."""
+    if os.uname().machine != "x86_64":
+        return "the x86_64 end-to-end test runs on an x86_64 host"
+    if shutil.which("dpkg") is None or assets.host_deb_arch() != "amd64":
+        return "needs a Debian amd64 host (apt-get download, dpkg-deb)"
+    missing = harness.missing_tools(arch)
+    if missing:
+        return f"needs {', '.join(missing)} (`bash .ci/install-e2e.sh` installs them)"
+    return ""
+
+
+def x86_64_guest(arch: assets.Arch, workdir: Path, report: list) -> harness.Guest:
+    """The prepared x86_64 guest (with the wheel), its setup in the report; skipped or
+    failed (skip_or_fail) when it cannot be had."""
+    reason = x86_64_unavailable(arch)
+    if reason:
+        skip_or_fail(reason)
+    try:
+        g = harness.prepare_guest(arch, workdir, log=lambda s: None)
+    except assets.FetchError as exc:
+        skip_or_fail(f"cannot fetch the guest packages with apt: {exc}")
+    except (FileNotFoundError, harness.WheelError) as exc:
+        skip_or_fail(f"no wheel for the guest (set ZFCPDUMP_WHEEL or install maturin): {exc}")
+    s = g.summary
+    report.append(f"guest: {g.kernel.name}, wheel {g.wheel.name}, dump initramfs "
+                  f"{s['image_bytes'] >> 10} KiB gz / {s['files_bytes'] >> 10} KiB unpacked; "
+                  f"setup: fetch {s['fetch_s']:.1f}s, wheel {s['wheel_s']:.1f}s, "
+                  f"initramfs {s['initramfs_s']:.1f}s")
+    return g

@@ -6,10 +6,12 @@ emulated SCSI disk, and the host reads the dump back.
           dump kernel -> /init -> exec zfcpdump (PID 1: /proc/vmcore -> /dev/sda) -> off
     host: ELF out of the partition -> patterns, vmcore-dmesg, console lines
 
-Use from pytest (tests/test_e2e_x86_64.py, tests/test_e2e_s390x.py) or by hand:
+Use from pytest (tests/test_e2e_x86_64.py, tests/test_e2e_x86_64_612.py,
+tests/test_e2e_s390x.py) or by hand:
 
     python tests/e2e/harness.py --engine rust --crashkernel 192M --mem 1024
     python tests/e2e/harness.py --arch s390x --engine default --crashkernel 256M
+    python tests/e2e/harness.py --arch x86_64-6.12 --engine rust --crashkernel 160M
 
 On s390x the guest gets our package as pure Python unless `--rust` (the extension
 cross-built for s390x: Debian's gcc-s390x-linux-gnu, rustup's s390x-unknown-linux-gnu):
@@ -363,7 +365,7 @@ def prepare_guest(arch: assets.Arch, workdir: Path, log=print,
         kernel, moddir, _ = assets.kernel_paths(base)
     else:
         kernel, moddir = assets.given_kernel(arch, base), None
-    dump_img = workdir / f"kdump-{arch.name}{'-rust' if rust and arch.pure_python else ''}.img"
+    dump_img = workdir / f"kdump-{arch.key}{'-rust' if rust and arch.pure_python else ''}.img"
     summary = initramfs.build_dump_initramfs(base / "root", wheel, dump_img, moddir=moddir,
                                              modules=arch.modules, pure_package=pure)
     t_img = time.monotonic()

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import lzma
 import os
 import py_compile
+import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 import zipfile
@@ -212,10 +215,32 @@ def add_with_libs(cpio: Cpio, root: Path, guest_paths: Iterable[str],
 # ---------------------------------------------------------------------------------------
 # kernel modules
 # ---------------------------------------------------------------------------------------
+def module_bytes(ko: Path) -> bytes:
+    """The ELF of a module file, decompressed: Debian 13 ships .ko.xz, and busybox's
+    insmod loads the image as it is."""
+    data = ko.read_bytes()
+    if ko.name.endswith(".ko.xz"):
+        return lzma.decompress(data)
+    if ko.name.endswith(".ko.gz"):
+        return gzip.decompress(data)
+    if ko.name.endswith(".ko.zst"):
+        if shutil.which("zstd") is None:
+            raise BuildError(f"{ko.name}: zstd not found (apt-get install zstd)")
+        p = subprocess.run(["zstd", "-d", "-c", "-q"], input=data, capture_output=True)
+        if p.returncode:
+            raise BuildError(f"zstd -d {ko}: {p.stderr.decode(errors='replace')}")
+        return p.stdout
+    return data
+
+
+def module_guest_name(ko: Path) -> str:
+    """x.ko.xz -> x.ko: modules go into the initramfs decompressed."""
+    return ko.name[:ko.name.index(".ko") + 3]
+
+
 def _modinfo_depends(ko: Path) -> list[str]:
-    with open(ko, "rb") as f:
-        sec = ELFFile(f).get_section_by_name(".modinfo")
-        data = sec.data() if sec is not None else b""
+    sec = ELFFile(io.BytesIO(module_bytes(ko))).get_section_by_name(".modinfo")
+    data = sec.data() if sec is not None else b""
     for item in data.split(b"\0"):
         if item.startswith(b"depends="):
             return [d for d in item[8:].decode().split(",") if d]
@@ -386,8 +411,12 @@ def build_dump_initramfs(root: Path, wheel: Optional[Path], target: Path, *,
     if moddir is not None:
         version = moddir.name
         for ko in module_load_order(moddir, modules):
-            guest = f"lib/modules/{version}/{ko.relative_to(moddir).as_posix()}"
-            c.copy(guest, ko)
+            rel = ko.relative_to(moddir).with_name(module_guest_name(ko))
+            guest = f"lib/modules/{version}/{rel.as_posix()}"
+            if rel.name == ko.name:
+                c.copy(guest, ko)
+            else:
+                c.file(guest, module_bytes(ko))
             loaded.append("/" + guest)
     c.file("e2e/modules", ("\n".join(loaded) + "\n").encode() if loaded else b"")
     raw = c.size()
