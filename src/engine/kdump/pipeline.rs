@@ -20,13 +20,16 @@
 //! * **raw**: every batch stored raw (zero pages still elided), for a disk, or CPUs,
 //!   where compressing costs more time than the writes it saves.
 //!
-//! A probe runs each mode for at least [`PROBE_BATCHES`] batches and some time
+//! A probe runs a mode for at least [`PROBE_BATCHES`] batches and some time
 //! ([`PROBE_TIME_COMPRESS`], [`PROBE_TIME_RAW`]: a disk's write cache or a throttle
 //! lets short bursts through faster than it sustains, so the raw probe is timed long
 //! enough to see the disk's own speed) and measures the non-zero pages written per
-//! second; the faster mode then runs [`CHOSEN_PER_PROBE`] times as long as the
-//! probes took (at least [`CHOSEN_MIN`]) before the next probe. The dump's bytes then
-//! depend on timing; without adaptive mode they do not.
+//! second. The compress probe comes first; if the writer hardly ever waited in it,
+//! the disk is what holds compressing up, storing raw could only be slower, and no
+//! raw probe is run. The faster mode (raw only if [`RAW_MARGIN`] times as fast) then
+//! runs [`CHOSEN_PER_PROBE`] times as long as the probes took (at least
+//! [`CHOSEN_MIN`]) before the next probe. The dump's bytes then depend on timing;
+//! without adaptive mode they do not.
 //!
 //! Memory bound: `4 × threads + 4` (at most 32) input batches and as many output
 //! batches of `batch_pages` × page size each (1 MiB by default), plus the stream
@@ -75,6 +78,12 @@ const PROBE_BATCHES: u64 = 32;
 const CHOSEN_PER_PROBE: u32 = 20;
 /// ... and at least this long
 const CHOSEN_MIN: Duration = Duration::from_secs(2);
+/// a compress probe whose writer waited less than 1/this of the time was held up by
+/// the disk: raw is then slower, and not probed
+const DISK_BOUND_WAIT: u32 = 10;
+/// raw must be this much faster to be chosen: probes this short are that noisy, and
+/// on a tie the smaller dump is the better one
+const RAW_MARGIN: f64 = 1.25;
 
 pub struct Job<'a> {
     pub src_fd: RawFd,
@@ -612,7 +621,9 @@ fn writer_thread(
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => {
                 sh.writer_waiting.store(true, Ordering::Relaxed);
+                let t0 = Instant::now();
                 let r = rx.recv();
+                adaptive.waited(t0.elapsed());
                 sh.writer_waiting.store(false, Ordering::Relaxed);
                 let Ok(d) = r else { break };
                 d
@@ -668,12 +679,13 @@ fn writer_thread(
 #[derive(Debug)]
 enum AdaptState {
     /// timing one mode: from when its first batch was written, the batches and
-    /// non-zero pages written since
+    /// non-zero pages written since, and how long the writer waited for batches
     Probe {
         raw: bool,
         start: Option<Instant>,
         batches: u64,
         pages: u64,
+        waited: Duration,
     },
     /// the faster mode, until the next probe
     Chosen { raw: bool, until: Instant },
@@ -703,6 +715,19 @@ impl Adaptive {
             start: None,
             batches: 0,
             pages: 0,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// The writer waited `d` for a batch.
+    fn waited(&mut self, d: Duration) {
+        if let AdaptState::Probe {
+            start: Some(_),
+            waited,
+            ..
+        } = &mut self.state
+        {
+            *waited += d;
         }
     }
 
@@ -722,6 +747,7 @@ impl Adaptive {
                 start,
                 batches,
                 pages,
+                waited,
             } => {
                 // batches the compressors made before the switch do not count
                 if batch_raw != *raw {
@@ -744,14 +770,20 @@ impl Adaptive {
                     return *raw;
                 }
                 let rate = *pages as f64 / took.as_secs_f64();
-                if !*raw {
+                if !*raw && *waited < took / DISK_BOUND_WAIT {
+                    // the writes held compressing up: storing raw means more of them
+                    self.state = AdaptState::Chosen {
+                        raw: false,
+                        until: now + (took * CHOSEN_PER_PROBE).max(CHOSEN_MIN),
+                    };
+                } else if !*raw {
                     self.compress_rate = rate;
                     self.state = Self::probe(true);
                 } else {
                     let began = self.probes_began.unwrap_or(t0);
                     let spent = now.duration_since(began) * CHOSEN_PER_PROBE;
                     self.state = AdaptState::Chosen {
-                        raw: rate > self.compress_rate,
+                        raw: rate > self.compress_rate * RAW_MARGIN,
                         until: now + spent.max(CHOSEN_MIN),
                     };
                 }
@@ -767,19 +799,21 @@ impl Adaptive {
 mod tests {
     use super::*;
 
-    /// Feed `n` batches of `mode`, `every` apart from `*t`, each `pages` non-zero
-    /// pages; the mode the writer asks for after each.
+    /// Feed `n` batches of `mode`, `every` ms apart from `*t`, each `pages` non-zero
+    /// pages, the writer having waited `wait` ms of each interval; the mode the writer
+    /// asks for after each.
     fn feed(
         a: &mut Adaptive,
         t: &mut Instant,
         mode: bool,
         n: u64,
-        every: u64,
+        (every, wait): (u64, u64),
         pages: u64,
     ) -> Vec<bool> {
         (0..n)
             .map(|_| {
                 *t += Duration::from_millis(every);
+                a.waited(Duration::from_millis(wait));
                 a.written(mode, pages, *t)
             })
             .collect()
@@ -788,34 +822,48 @@ mod tests {
     #[test]
     fn adaptive_keeps_compressing_when_the_disk_is_slower() {
         let (mut a, mut t) = (Adaptive::new(), Instant::now());
-        // compress probe: 256 pages per 2 ms; it ends after 32 batches (64 ms)
-        let modes = feed(&mut a, &mut t, false, 33, 2, 256);
+        // compress probe: 256 pages per 2 ms, the writer waiting half of it; it ends
+        // after 32 batches (64 ms)
+        let modes = feed(&mut a, &mut t, false, 33, (2, 1), 256);
         assert!(modes[..32].iter().all(|&m| !m) && modes[32], "{modes:?}");
         // batches made before the switch are not timed as raw ones
-        assert!(feed(&mut a, &mut t, false, 5, 2, 256).iter().all(|&m| m));
+        assert!(feed(&mut a, &mut t, false, 5, (2, 0), 256)
+            .iter()
+            .all(|&m| m));
         // raw probe: the first 10 batches in a burst, then what the disk sustains
         // (256 pages per 8 ms): the burst does not make raw look faster
-        assert!(feed(&mut a, &mut t, true, 10, 0, 256).iter().all(|&m| m));
-        let modes = feed(&mut a, &mut t, true, 30, 8, 256);
+        assert!(feed(&mut a, &mut t, true, 10, (0, 0), 256)
+            .iter()
+            .all(|&m| m));
+        let modes = feed(&mut a, &mut t, true, 30, (8, 0), 256);
         assert_eq!(modes.last(), Some(&false), "compress chosen");
         // ... for 20 times the probes' time (>= 2 s), then the next compress probe
-        assert!(feed(&mut a, &mut t, false, 100, 10, 256)
+        assert!(feed(&mut a, &mut t, false, 100, (10, 0), 256)
             .iter()
             .all(|&m| !m));
         assert!(matches!(a.state, AdaptState::Chosen { raw: false, .. }));
-        feed(&mut a, &mut t, false, 2, 10_000, 256);
+        feed(&mut a, &mut t, false, 2, (10_000, 0), 256);
         assert!(matches!(a.state, AdaptState::Probe { raw: false, .. }));
+    }
+
+    #[test]
+    fn adaptive_does_not_probe_raw_when_the_disk_holds_compressing_up() {
+        let (mut a, mut t) = (Adaptive::new(), Instant::now());
+        // the writer never waited: compress chosen at the end of its probe
+        let modes = feed(&mut a, &mut t, false, 40, (2, 0), 256);
+        assert!(modes.iter().all(|&m| !m));
+        assert!(matches!(a.state, AdaptState::Chosen { raw: false, .. }));
     }
 
     #[test]
     fn adaptive_stores_raw_when_that_is_faster() {
         let (mut a, mut t) = (Adaptive::new(), Instant::now());
         // 32 batches in 32 ms: not yet the compress probe's 50 ms
-        let modes = feed(&mut a, &mut t, false, 33, 1, 64);
+        let modes = feed(&mut a, &mut t, false, 33, (1, 1), 64);
         assert!(modes.iter().all(|&m| !m));
-        let modes = feed(&mut a, &mut t, false, 20, 1, 64);
+        let modes = feed(&mut a, &mut t, false, 20, (1, 1), 64);
         assert_eq!(modes.iter().position(|&m| m), Some(17));
-        let modes = feed(&mut a, &mut t, true, 101, 2, 256);
+        let modes = feed(&mut a, &mut t, true, 101, (2, 0), 256);
         assert!(modes.iter().all(|&m| m), "raw chosen and kept");
         assert!(matches!(a.state, AdaptState::Chosen { raw: true, .. }));
     }
