@@ -74,6 +74,19 @@ def test_unreadable_section_keeps_its_pages():
     assert not {4608, 4609, 6000} & excluded_pfns(res.dumpable)
 
 
+def test_linux_6_3_folio_fields_give_the_compound_order(kernel):
+    """Linux 6.3-6.5 export the order and destructor as folio fields (offsets from the
+    head page): the same pages are left out as with 6.1's page fields."""
+    info = vmcoreinfo(release="6.4.0", drop=("OFFSET(page.compound_order)",
+                                              "OFFSET(page.compound_dtor)"))
+    info += b"OFFSET(folio._folio_order)=81\nOFFSET(folio._folio_dtor)=80\n"
+    ps = PageStruct.from_vmcoreinfo(vmcoreinfo_fields(info), False, 31)
+    assert (ps.compound_order, ps.compound_dtor) == (17, 16)
+    for engine in ("rust", "python"):
+        res = run_filter(kernel, 31, engine=engine, info=info)
+        assert excluded_pfns(res.dumpable) == kernel.excluded(31)
+
+
 def test_missing_fields_are_named(kernel):
     info = vmcoreinfo(drop=("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)", "OFFSET(page.private)"))
     with pytest.raises(FilterUnavailable, match=r"no OFFSET\(page.private\), "

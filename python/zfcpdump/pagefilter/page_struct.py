@@ -80,6 +80,15 @@ class PageStruct:
         def u32(v: Optional[int]) -> Optional[int]:
             return None if v is None else v & 0xFFFFFFFF
 
+        def second_page(page_field: str, folio_field: str) -> Optional[int]:
+            """Where a compound head's order or destructor is in the page after it:
+            OFFSET(page.X), or (Linux 6.3-6.5) OFFSET(folio.Y) less a struct page."""
+            off = num(f"OFFSET(page.{page_field})")
+            folio, size = num(f"OFFSET(folio.{folio_field})"), num("SIZE(page)")
+            if off is None and folio is not None and size and folio >= size:
+                off = folio - size
+            return off
+
         return cls(
             size=num("SIZE(page)") or 0,
             big_endian=big_endian,
@@ -88,8 +97,8 @@ class PageStruct:
             mapcount=num("OFFSET(page._mapcount)"),
             private=num("OFFSET(page.private)"),
             compound_head=num("OFFSET(page.compound_head)"),
-            compound_order=num("OFFSET(page.compound_order)"),
-            compound_dtor=num("OFFSET(page.compound_dtor)"),
+            compound_order=second_page("compound_order", "_folio_order"),
+            compound_dtor=second_page("compound_dtor", "_folio_dtor"),
             pg_lru=num("NUMBER(PG_lru)") or 0,
             pg_private=num("NUMBER(PG_private)") or 0,
             pg_swapcache=num("NUMBER(PG_swapcache)") or 0,

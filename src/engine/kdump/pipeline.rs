@@ -72,8 +72,12 @@ const PROBE_TIME_RAW: Duration = Duration::from_millis(200);
 /// ... the compress probe this long: a burst can only make compressing look faster
 /// when its writes are what holds it up, and then it is faster than raw anyway ...
 const PROBE_TIME_COMPRESS: Duration = Duration::from_millis(50);
-/// ... and each this many batches, several times the batches in flight
+/// ... and each this many batches, several times the batches in flight, with this
+/// many non-zero pages (16 MiB: the rates are of those; zero pages cost little) ...
 const PROBE_BATCHES: u64 = 32;
+const PROBE_PAGES: u64 = 4096;
+/// ... unless it has run this long: memory this empty is fast either way (compress)
+const PROBE_MAX: Duration = Duration::from_secs(2);
 /// the faster mode runs this many times as long as its probes took ...
 const CHOSEN_PER_PROBE: u32 = 20;
 /// ... and at least this long
@@ -203,9 +207,15 @@ pub fn run(
     let ps = l.page_size as usize;
     let mut meta =
         Stream::new(job.base + l.page_size, META_BUF, sink.align).map_err(CopyError::Os)?;
-    let mut data =
-        Stream::with_write_behind(job.base + l.data_off, DATA_BUF, sink.align, DATA_BUFS)
-            .map_err(CopyError::Os)?;
+    let direct = sink.direct_fd.is_some();
+    let mut data = Stream::with_write_behind(
+        job.base + l.data_off,
+        DATA_BUF,
+        sink.align,
+        DATA_BUFS,
+        direct,
+    )
+    .map_err(CopyError::Os)?;
     meta.append(sink, &header::encode_sub_header(job.info, job.notes))?;
     let half_bytes = (l.bitmap_blocks / 2 * l.page_size) as usize;
     let mut window = vec![0u8; BITMAP_WINDOW.min(half_bytes.max(1))];
@@ -766,12 +776,14 @@ impl Adaptive {
                 } else {
                     PROBE_TIME_COMPRESS
                 };
-                if took < least || *batches < PROBE_BATCHES {
+                let enough = took >= least && *batches >= PROBE_BATCHES && *pages >= PROBE_PAGES;
+                if !enough && took < PROBE_MAX {
                     return *raw;
                 }
                 let rate = *pages as f64 / took.as_secs_f64();
-                if !*raw && *waited < took / DISK_BOUND_WAIT {
-                    // the writes held compressing up: storing raw means more of them
+                if !enough || (!*raw && *waited < took / DISK_BOUND_WAIT) {
+                    // the writes held compressing up: storing raw means more of them (or
+                    // the memory is nearly all zero pages, fast either way)
                     self.state = AdaptState::Chosen {
                         raw: false,
                         until: now + (took * CHOSEN_PER_PROBE).max(CHOSEN_MIN),
@@ -856,14 +868,27 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_times_non_zero_pages_and_compresses_nearly_empty_memory() {
+        let (mut a, mut t) = (Adaptive::new(), Instant::now());
+        // batches of zero pages (nothing stored) do not end a probe ...
+        let modes = feed(&mut a, &mut t, false, 300, (2, 1), 0);
+        assert!(modes.iter().all(|&m| !m));
+        assert!(matches!(a.state, AdaptState::Probe { raw: false, .. }));
+        // ... until 2 s have passed: compress, never raw on a rate of nothing
+        feed(&mut a, &mut t, false, 800, (2, 1), 1);
+        assert!(matches!(a.state, AdaptState::Chosen { raw: false, .. }));
+    }
+
+    #[test]
     fn adaptive_stores_raw_when_that_is_faster() {
         let (mut a, mut t) = (Adaptive::new(), Instant::now());
         // 32 batches in 32 ms: not yet the compress probe's 50 ms
-        let modes = feed(&mut a, &mut t, false, 33, (1, 1), 64);
+        let modes = feed(&mut a, &mut t, false, 33, (1, 1), 128);
         assert!(modes.iter().all(|&m| !m));
-        let modes = feed(&mut a, &mut t, false, 20, (1, 1), 64);
+        let modes = feed(&mut a, &mut t, false, 20, (1, 1), 128);
         assert_eq!(modes.iter().position(|&m| m), Some(17));
-        let modes = feed(&mut a, &mut t, true, 101, (2, 0), 256);
+        // raw: 256 pages a millisecond, twice as fast
+        let modes = feed(&mut a, &mut t, true, 250, (1, 0), 256);
         assert!(modes.iter().all(|&m| m), "raw chosen and kept");
         assert!(matches!(a.state, AdaptState::Chosen { raw: true, .. }));
     }

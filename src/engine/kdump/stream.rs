@@ -174,17 +174,19 @@ impl Stream {
     }
 
     /// The same with `buffers` buffers, full ones written behind (AIO) while the
-    /// next fills; where AIO is not available, one buffer written in place.
+    /// next fills, for a sink with O_DIRECT (`direct`); without it, or where AIO or
+    /// the memory is not available, one buffer written in place.
     pub fn with_write_behind(
         start: u64,
         cap: usize,
         align: u64,
         buffers: usize,
+        direct: bool,
     ) -> std::io::Result<Stream> {
         let mut s = Stream::new(start, cap, align)?;
-        if buffers > 1 {
-            if let Ok(aio) = Aio::new(buffers) {
-                s.pool = Pool::new(buffers, s.cap)?;
+        if buffers > 1 && direct {
+            if let (Ok(aio), Ok(pool)) = (Aio::new(buffers), Pool::new(buffers, s.cap)) {
+                s.pool = pool;
                 s.behind = Some(WriteBehind {
                     aio,
                     inflight: vec![None; buffers],
@@ -207,7 +209,7 @@ impl Stream {
         }
         while !data.is_empty() {
             let n = data.len().min(self.cap - self.fill);
-            // SAFETY: the current buffer is not in flight (`next_buffer` waited).
+            // SAFETY: the current buffer is not in flight (`write_behind` waited for it).
             let buf = unsafe { self.pool.buf_mut(self.cur, self.cap) };
             buf[self.fill..self.fill + n].copy_from_slice(&data[..n]);
             self.fill += n;
@@ -253,38 +255,44 @@ impl Stream {
         self.wait_for(sink, Some(self.cur))
     }
 
-    /// Take completions until buffer `buffer` is free (`None`: all of them).
+    /// Take completions until buffer `buffer` is free (`None`: all of them). A short
+    /// or failed write is done again in place once nothing is in flight any more (so
+    /// that a fall-back to buffered writes never overlaps a direct one), which
+    /// reports its error or completes it.
     fn wait_for(&mut self, sink: &mut Sink, buffer: Option<usize>) -> Result<(), EngineError> {
         let Some(wb) = self.behind.as_mut() else {
             return Ok(());
         };
-        let busy = |wb: &WriteBehind| match buffer {
-            Some(i) => wb.inflight[i].is_some(),
-            None => wb.inflight.iter().any(Option::is_some),
-        };
-        while busy(wb) {
+        let mut failed = Vec::new();
+        loop {
+            let busy = match buffer {
+                Some(i) if failed.is_empty() => wb.inflight[i].is_some(),
+                _ => wb.inflight.iter().any(Option::is_some),
+            };
+            if !busy || wb.aio.inflight() == 0 {
+                break;
+            }
             let done = wb.aio.wait().map_err(|e| EngineError {
                 op: Op::Write,
                 offset: 0,
                 length: 0,
                 errno: e.raw_os_error().unwrap_or(libc::EIO),
-                strerror: e.to_string(),
+                strerror: format!("io_getevents: {e}"),
                 path: fd_path(sink.fd),
             })?;
             for c in done {
                 let i = c.tag as usize;
-                let Some((lo_i, len, at)) = wb.inflight[i].take() else {
-                    continue;
-                };
-                if c.res == len as i64 {
-                    continue;
+                match wb.inflight[i].take() {
+                    Some((_, len, _)) if c.res == len as i64 => {}
+                    Some(w) => failed.push((i, w)),
+                    None => {}
                 }
-                // a short or failed write: do it again in place, which reports the
-                // error (or falls back to buffered writes, as the first write would)
-                // SAFETY: the write of this buffer has completed.
-                let data = unsafe { self.pool.buf(i, self.cap) };
-                sink.write_direct(&data[lo_i..lo_i + len], at)?;
             }
+        }
+        for (i, (lo_i, len, at)) in failed {
+            // SAFETY: nothing is in flight any more.
+            let data = unsafe { self.pool.buf(i, self.cap) };
+            sink.write_direct(&data[lo_i..lo_i + len], at)?;
         }
         Ok(())
     }
@@ -373,7 +381,7 @@ mod tests {
         let dfd = crate::engine::device::open_direct(fd).ok();
         let mut sink = Sink::new(fd, dfd.as_ref().map(|d| d.0), true, 4096, 1 << 30);
         let base = 4096 + 100;
-        let mut s = Stream::with_write_behind(base, 8192, 4096, 3).unwrap();
+        let mut s = Stream::with_write_behind(base, 8192, 4096, 3, dfd.is_some()).unwrap();
         let data: Vec<u8> = (0..40 * 8192 + 5000u32).map(|i| (i % 251) as u8).collect();
         for c in data.chunks(777) {
             s.append(&mut sink, c).unwrap();
