@@ -10,6 +10,9 @@ qemu-system-x86_64 (1 GiB, crashkernel=), as test_e2e_x86_64.py does with 6.1.
   31: the same pages left out, the same kernel log (e2e/checks.py:
   filter_cross_check); and the free pages left out at level 16 against the kernel's
   own count, NR_FREE_PAGES of every zone.
+* A second crash, `zfcpdump --compress zlib --dump-level 31` in the 6.12 dump kernel
+  itself (e2e/filtered.py): the page walk runs there, makedumpfile (sid) reads the
+  panic out of the dump, the user heap and page-cache patterns are gone.
 
 Needs what test_e2e_x86_64.py needs, the 6.12 guest (`bash .ci/install-e2e.sh` fetches
 it: `python3 tests/e2e/assets.py fetch x86_64-6.12`) and the sid makedumpfile (`bash
@@ -23,11 +26,12 @@ ZFCPDUMP_E2E_CACHE, ZFCPDUMP_E2E_KEEP=DIR (kept in DIR/e2e-6.12).
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from e2e import assets, checks, fixtures, harness
+from e2e import assets, checks, filtered, fixtures, harness
 from oracles import makedumpfile_sid
 
 ARCH = assets.ARCHES["x86_64-6.12"]
@@ -50,9 +54,13 @@ def report(request):
 
 
 @pytest.fixture(scope="module")
-def run(workdir, report):
-    """One crash and raw capture; the tests share it."""
-    guest = fixtures.x86_64_guest(ARCH, workdir, report)
+def guest(workdir, report) -> harness.Guest:
+    return fixtures.x86_64_guest(ARCH, workdir, report)
+
+
+@pytest.fixture(scope="module")
+def run(guest, workdir, report):
+    """One crash and raw capture; the first two tests share it."""
     res = harness.run(guest, workdir, engine="rust", crashkernel=CRASHKERNEL,
                       mem_mib=GUEST_MEM_MIB, timeout=420, log=lambda s: None)
     yield res
@@ -77,3 +85,16 @@ def test_612_page_filter_matches_makedumpfile_sid(run, workdir, report):
     report.extend(f.line for f in results)
     report.append(f"  makedumpfile {version} (sid)")
     report.append(checks.assert_free_pages_counted(results, run.dump_elf, ARCH.smp))
+
+
+def test_612_dump_kernel_writes_a_filtered_compressed_dump(guest, workdir, report):
+    version, reason = makedumpfile_sid.probe()
+    if version is None:
+        fixtures.skip_or_fail(reason, "makedumpfile (sid) --dump-dmesg")
+
+    def dump_dmesg(kdump: Path, out: Path) -> subprocess.CompletedProcess:
+        return makedumpfile_sid.run_makedumpfile("--dump-dmesg", kdump, out)
+
+    filtered.run(guest, workdir, report, engine="rust", crashkernel=CRASHKERNEL,
+                 mem_mib=GUEST_MEM_MIB, timeout=420, dump_dmesg=dump_dmesg,
+                 pattern_bytes=PATTERN_BYTES)
