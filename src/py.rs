@@ -207,6 +207,8 @@ struct KdumpResult {
     #[pyo3(get)]
     mapped_pages: u64,
     #[pyo3(get)]
+    adaptive_raw_pages: u64,
+    #[pyo3(get)]
     data_offset: u64,
     #[pyo3(get)]
     direct: bool,
@@ -342,6 +344,7 @@ fn kdump_write(
             zero_pages: r.zero_pages,
             compressed_pages: r.compressed_pages,
             mapped_pages: r.mapped_pages,
+            adaptive_raw_pages: r.adaptive_raw_pages,
             data_offset: r.layout.data_off,
             direct: r.direct,
             threads: r.threads,

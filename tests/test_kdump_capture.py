@@ -409,6 +409,12 @@ def test_adaptive_capture_reads_back(tmp_path, make_vmcore, capsys, compress):
         out = capsys.readouterr().out
         assert (f"kdump-compressed, {compress}, adaptive, dump level 1" in out) == bool(extra)
         counts.append(int(re.search(r"(\d+) of \d+ pages compressed", out).group(1)))
+        raw = re.search(r"^ adaptive\.: (\d+) of (\d+) pages stored raw", out, re.M)
+        assert bool(raw) == bool(extra)
+        if raw:
+            # every page is zero, compressed, stored raw by choice, or did not shrink
+            zero = int(re.search(r"(\d+) zero pages elided", out).group(1))
+            assert int(raw[1]) + counts[-1] + zero <= int(raw[2])
         with open_dump(f"{disk}:1") as d:
             assert_same_memory(d, vmcore)
     assert counts[1] <= counts[0]

@@ -133,6 +133,10 @@ class KdumpResult:
         """Pages the compressors read straight from a mapping of the vmcore (mmap=True;
         filtered captures and HSA pages are copied)."""
     @property
+    def adaptive_raw_pages(self) -> int:
+        """Non-zero pages adaptive=True stored raw without trying to compress them
+        (storing raw was the faster way, or the disk was waiting); 0 without it."""
+    @property
     def data_offset(self) -> int:
         """File offset of the page data (the shared zero page with dump level 1)."""
     @property

@@ -36,6 +36,7 @@ class KdumpResult:
     direct: bool = False
     threads: int = 1
     mapped_pages: int = 0  # (the Python twin reads, and copies, every page)
+    adaptive_raw_pages: int = 0  # (no adaptive mode here)
 
 
 def page_compressor(compress: str, level: int) -> Callable[[bytes], bytes]:

@@ -259,6 +259,9 @@ class KdumpCapture(Capture):
               f"{res.compressed_pages} of {res.pages} pages compressed")
         if res.mapped_pages:
             c.out(f" reads....: mmap windows, no copy: {res.mapped_pages} of {res.pages} pages")
+        if o.adaptive:
+            c.out(f" adaptive.: {res.adaptive_raw_pages} of {res.pages} pages stored raw without "
+                  f"compressing them (the faster way, or the disk was waiting)")
         return KdumpCaptureResult(part, vmcore_size, direct=res.direct, file_size=res.file_size,
                                   pages=res.pages, zero_pages=res.zero_pages,
                                   compressed_pages=res.compressed_pages, elapsed_s=elapsed)

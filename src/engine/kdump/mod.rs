@@ -267,6 +267,8 @@ pub struct KdumpResult {
     pub compressed_pages: u64,
     /// pages read straight from a mapping of the source (`mmap`), never copied
     pub mapped_pages: u64,
+    /// non-zero pages adaptive mode stored raw without trying to compress them
+    pub adaptive_raw_pages: u64,
     pub direct: bool,
     pub threads: usize,
 }
@@ -420,6 +422,7 @@ pub fn write_kdump(
         zero_pages: out.zero_pages,
         compressed_pages: out.compressed_pages,
         mapped_pages: out.mapped_pages,
+        adaptive_raw_pages: out.adaptive_raw_pages,
         direct,
         threads,
     })

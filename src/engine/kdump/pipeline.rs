@@ -121,6 +121,8 @@ pub struct PipeOut {
     pub compressed_pages: u64,
     /// pages the compressors read straight from a mapping of the source (no copy)
     pub mapped_pages: u64,
+    /// non-zero pages adaptive mode stored raw without trying to compress them
+    pub adaptive_raw_pages: u64,
 }
 
 struct Batch {
@@ -324,14 +326,15 @@ pub fn run(
             }
         }
         let mapped = reader.join().expect("reader thread panicked");
-        let mut counts = (0u64, 0u64);
+        let mut counts = PageCounts::default();
         for w in workers {
-            let (z, c) = w.join().expect("compression thread panicked");
-            counts.0 += z;
-            counts.1 += c;
+            let c = w.join().expect("compression thread panicked");
+            counts.zero += c.zero;
+            counts.compressed += c.compressed;
+            counts.adaptive_raw += c.adaptive_raw;
         }
         writer.join().expect("writer thread panicked");
-        (counts.0, counts.1, mapped)
+        (counts, mapped)
     });
     if let Some(e) = shared.err.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
@@ -339,11 +342,13 @@ pub fn run(
     meta.flush(sink)?;
     let data_end = data.pos();
     data.flush(sink)?;
+    let (counts, mapped_pages) = result;
     Ok(PipeOut {
         data_end,
-        zero_pages: result.0,
-        compressed_pages: result.1,
-        mapped_pages: result.2,
+        zero_pages: counts.zero,
+        compressed_pages: counts.compressed,
+        mapped_pages,
+        adaptive_raw_pages: counts.adaptive_raw,
     })
 }
 
@@ -502,7 +507,15 @@ fn advance(runs: &[Run], ri: &mut usize, pi: &mut u64, n: u64) {
     }
 }
 
-/// Returns (zero pages, compressed pages) it handled.
+/// What a compressor did with its pages.
+#[derive(Default)]
+struct PageCounts {
+    zero: u64,
+    compressed: u64,
+    /// not zero, stored raw by adaptive mode's choice
+    adaptive_raw: u64,
+}
+
 fn compress_thread(
     job: &Job<'_>,
     sh: &Shared,
@@ -510,16 +523,16 @@ fn compress_thread(
     work: Receiver<Batch>,
     free: Sender<Vec<u8>>,
     done: Sender<Done>,
-) -> (u64, u64) {
+) -> PageCounts {
     let ps = job.layout.page_size as usize;
     let mut comp = match PageCompressor::new(job.algo, job.level, ps) {
         Ok(c) => c,
         Err(e) => {
             sh.fail(CopyError::Os(e));
-            return (0, 0);
+            return PageCounts::default();
         }
     };
-    let (mut zeros, mut compressed) = (0u64, 0u64);
+    let mut n = PageCounts::default();
     // Take the output buffer first, then the batch (see the module doc).
     while let Ok(mut out) = outs.recv() {
         let Ok(batch) = work.recv() else { break };
@@ -541,18 +554,19 @@ fn compress_thread(
         for page in pages.chunks_exact(ps) {
             if job.exclude_zero && is_zero(page) {
                 out.descs.push((0, 0));
-                zeros += 1;
+                n.zero += 1;
                 continue;
             }
             if raw {
                 out.descs.push((ps as u32, 0));
+                n.adaptive_raw += u64::from(job.adaptive);
                 continue;
             }
             match comp.compress(page) {
                 Ok(Some((bytes, flag))) => {
                     out.descs.push((bytes.len() as u32, flag));
                     out.data.extend_from_slice(bytes);
-                    compressed += 1;
+                    n.compressed += 1;
                 }
                 Ok(None) => {
                     out.descs.push((ps as u32, 0));
@@ -560,7 +574,7 @@ fn compress_thread(
                 }
                 Err(e) => {
                     sh.fail(CopyError::Os(e));
-                    return (zeros, compressed);
+                    return n;
                 }
             }
         }
@@ -576,7 +590,7 @@ fn compress_thread(
             break;
         }
     }
-    (zeros, compressed)
+    n
 }
 
 /// Append the pages of a raw batch that are stored (not zero pages) to the data
