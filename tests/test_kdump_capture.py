@@ -172,6 +172,36 @@ def test_compressed_capture_reads_back(tmp_path, make_vmcore, capsys, engine, co
         assert len(raw) < size * 0.8
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_check_validates_a_compressed_dump(tmp_path, make_vmcore, capsys, engine):
+    """`check` accepts a kdump-compressed dump whose every page descriptor points inside
+    the dump area, and refuses one whose descriptor points past it; nothing is
+    written."""
+    vmcore, size = make_vmcore(ranges=[(0, 4 * MIB)], cpus=2)
+    disk = prepared_image(tmp_path, size + MIB)
+    assert capture(disk, vmcore, "--compress", "zlib", engine=engine) == 0
+    capsys.readouterr()
+    assert main(["check", str(disk)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"dump\.\.\.\.\.: kdump-compressed, 1024 page descriptors, \d+ notes, "
+                     r"dump level 1, \d+ bytes \(all inside dump_size", out), out
+    raw = dump_bytes(disk)
+    bs, sub, bitmaps = struct.unpack_from(">iiI", raw, 428)
+    desc = (1 + sub + bitmaps) * bs + 24 * 700  # the 701st page's descriptor
+    sb = superblock_of(disk)
+    bad = tmp_path / "bad.img"
+    shutil.copyfile(disk, bad)
+    with open(bad, "r+b") as f:
+        f.seek(sb.part_start + sb.dump_offset + desc)
+        f.write(struct.pack(">Q", 1 << 40))
+    before = sha256_file(bad)
+    capsys.readouterr()
+    assert main(["check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "ERROR: Invalid dump: kdump page descriptor 700 points at 0x10000000000" in err, err
+    assert sha256_file(bad) == before
+
+
 def test_zero_pages_share_one_descriptor_and_compression_only_when_smaller(tmp_path, make_vmcore):
     vmcore, size = make_vmcore(ranges=[(0, 3 * MIB)], cpus=1)
     disk = prepared_image(tmp_path, size + MIB)

@@ -157,6 +157,39 @@ def test_fault_fails_loudly_and_leaves_no_valid_dump(fs, setup, engine, target, 
     STATS["survived"] += 1
 
 
+@pytest.mark.parametrize("engine,direct", [("rust", "on"), ("rust", "off"), ("python", "off")])
+def test_compressed_capture_fault_fails_loudly(fs, setup, engine, direct):
+    """A write fault in the page data of a compressed capture (with O_DIRECT the data
+    stream's later buffers go out behind, through Linux AIO): the error is reported
+    with its offset, nothing valid-looking is left, and the next capture succeeds."""
+    name = f"k-{engine}-{direct}.img"
+    image = fs.backing / name
+    copy_sparse(setup["template"], image)
+    # dump level 0 keeps every page, and none stores compressed: ~8 MiB of page data,
+    # so 6 MiB into the partition is in its second 4 MiB data buffer
+    fault_at = PART + 6 * MIB + 100
+    fs.set_rules([{"op": "write", "file": name, "start": fault_at, "end": fault_at + 1,
+                   "errno": "EIO"}])
+    try:
+        res = run_dump("-i", fs.mnt / "vmcore.elf", "--engine", engine, "--direct", direct,
+                       "--compress", "none", "--dump-level", "0", fs.mnt / name)
+    finally:
+        fs.set_rules([])
+    err = res.stderr
+    assert res.returncode == 1, (res.stdout, err)
+    assert res.stdout.splitlines()[-1] == "Dump failed"
+    assert "Traceback" not in err
+    first = next(line for line in err.splitlines() if line.startswith("ERROR: "))
+    assert ERRTEXT["EIO"] in err, err
+    m = re.search(r"offset=0x([0-9a-f]{16}) bytes=0x([0-9a-f]{16})", first)
+    assert m, err
+    off, n = int(m.group(1), 16), int(m.group(2), 16)
+    assert off <= fault_at - PART < off + n, (first, hex(fault_at - PART))
+    assert_no_valid_dump(image)
+    assert main(["dump", "-i", str(setup["vmcore"]), "--compress", "zstd", str(image)]) == 0
+    assert main(["check", str(image)]) == 0
+
+
 @pytest.mark.parametrize("engine", ["rust", "python"])
 def test_persistent_superblock_fault_still_no_valid_dump(fs, setup, engine):
     """The superblock can never be written again after page 0: the busy page goes back

@@ -2,8 +2,10 @@
 
 Structure: boot record, superblock, partition match, checksum (capture.locate, the
 same checks zfcpdump makes); the superblock's areas inside the partition; then the dump
-area: busy marker (incomplete), fresh (no dump), or an ELF64 core whose headers parse
-and whose every PT_LOAD/PT_NOTE lies inside dump_size (and so inside the partition).
+area: busy marker (incomplete), fresh (no dump), an ELF64 core whose headers parse
+and whose every PT_LOAD/PT_NOTE lies inside dump_size (and so inside the partition), or
+a kdump-compressed dump (`dump --compress`) whose header, bitmaps and notes read and
+whose every page descriptor points inside dump_size.
 Content: with an ngdump.meta-style file (`version=1`, `file=`, `sha256sum=`, written by
 `dump --meta`), the SHA-256 of the dump's bytes must match.
 """
@@ -20,6 +22,7 @@ from .capture import PAGE, locate
 from .disk.zipl import BUSY_MARKER
 from .errors import DumpDamaged, InvalidCore, NotThisFormat, ZfcpdumpError
 from .formats import elf_notes
+from .readers import kdump
 from .readers.elf import EHDR_SIZE, MAX_NOTE_BYTES, PHDR_SIZE, parse_elf_core
 
 
@@ -38,7 +41,7 @@ class Meta:
 class CheckResult:
     partition: str
     dump_size: int  # the superblock's dump_size (space)
-    size: int  # bytes the dump occupies (ELF extent)
+    size: int  # bytes the dump occupies (ELF extent, or kdump data end)
     loads: int
     notes: int
     sha256: Optional[str] = None
@@ -105,10 +108,39 @@ def _check(fd: int, disk: str, meta: Optional[Meta], block_size: Optional[int],
     if first.startswith(BUSY_MARKER):
         raise CheckFailed("No valid dump: the dump area holds the busy marker "
                           "(a capture was interrupted or failed)")
+    if first[:8] == kdump.KDUMP_SIGNATURE:
+        result = _check_kdump(win, part.name, sb.dump_size, out)
+    else:
+        result = _check_elf(win, first, part.name, sb.dump_size, out)
+    if meta is not None and meta.sha256 is not None:
+        _check_sha256(win, result, meta, out)
+    elif meta is not None:
+        out(" sha256...: the meta file records no dump (no sha256sum)")
+    return result
+
+
+def _check_kdump(win: _Window, partition: str, dump_size: int,
+                 out: Callable[[str], None]) -> CheckResult:
+    try:
+        dump = kdump.read_kdump_from(win.pread, dump_size, "kdump", None)
+        pages, extent = kdump.data_extent(win.pread, dump_size)
+    except (DumpDamaged, NotThisFormat) as exc:
+        raise CheckFailed(f"Invalid dump: {exc}") from None
+    if dump.kdump_incomplete:
+        raise CheckFailed("Invalid dump: the kdump dump says it is incomplete")
+    notes = len(dump.cpus) + len(dump.other_notes) + (dump.vmcoreinfo is not None)
+    out(f" dump.....: kdump-compressed, {pages} page descriptors, {notes} notes, dump level "
+        f"{dump.attrs.dump_level}, {extent} bytes (all inside dump_size {dump_size})")
+    return CheckResult(partition, dump_size, extent, 0, notes)
+
+
+def _check_elf(win: _Window, first: bytes, partition: str, dump_size: int,
+               out: Callable[[str], None]) -> CheckResult:
     if not first.startswith(b"\x7fELF"):
         if not first.strip(b"\0"):
             raise CheckFailed("No dump: the dump area is empty (freshly prepared)")
-        raise CheckFailed("No valid dump: the dump area does not start with an ELF header")
+        raise CheckFailed("No valid dump: the dump area holds neither an ELF core nor a "
+                          "kdump-compressed dump")
     head = win.pread(EHDR_SIZE, 0)
     if len(head) < EHDR_SIZE:
         raise CheckFailed("Invalid dump: ELF header truncated")
@@ -116,15 +148,15 @@ def _check(fd: int, disk: str, meta: Optional[Meta], block_size: Optional[int],
     phoff = struct.unpack_from(bo + "Q", head, 0x20)[0]
     phnum = struct.unpack_from(bo + "H", head, 0x38)[0]
     table_end = phoff + phnum * PHDR_SIZE
-    if phoff < EHDR_SIZE or table_end > sb.dump_size:
+    if phoff < EHDR_SIZE or table_end > dump_size:
         raise CheckFailed(f"Invalid dump: ELF program headers (offset 0x{phoff:x}, {phnum} "
-                          f"entries) lie outside the dump area (dump_size 0x{sb.dump_size:x})")
+                          f"entries) lie outside the dump area (dump_size 0x{dump_size:x})")
     # The headers, copied to a memory file, parsed against the real dump area size.
     mfd = os.memfd_create("zfcpdump-check-headers", os.MFD_CLOEXEC)
     try:
         os.pwrite(mfd, win.pread(table_end, 0), 0)
         try:
-            core = parse_elf_core(mfd, sb.dump_size)
+            core = parse_elf_core(mfd, dump_size)
         except (InvalidCore, NotThisFormat) as exc:
             raise CheckFailed(f"Invalid dump: {exc}") from None
     finally:
@@ -142,22 +174,23 @@ def _check(fd: int, disk: str, meta: Optional[Meta], block_size: Optional[int],
         except DumpDamaged as exc:
             raise CheckFailed(f"Invalid dump: {exc}") from None
     out(f" dump.....: ELF64 core, {len(core.loads)} PT_LOAD, {notes} notes, "
-        f"{extent} bytes (all inside dump_size {sb.dump_size})")
-    result = CheckResult(part.name, sb.dump_size, extent, len(core.loads), notes)
-    if meta is not None and meta.sha256 is not None:
-        h = hashlib.sha256()
-        pos = 0
-        while pos < extent:
-            chunk = win.pread(min(4 << 20, extent - pos), pos)
-            if not chunk:
-                raise CheckFailed(f"Read of dump failed: offset=0x{pos:016x}: unexpected end")
-            h.update(chunk)
-            pos += len(chunk)
-        result.sha256 = h.hexdigest()
-        if result.sha256 != meta.sha256:
-            raise CheckFailed(f"Content check failed: sha256 of the dump is {result.sha256}, "
-                              f"the meta file says {meta.sha256}")
-        out(f" sha256...: {result.sha256} (matches the meta file)")
-    elif meta is not None:
-        out(" sha256...: the meta file records no dump (no sha256sum)")
-    return result
+        f"{extent} bytes (all inside dump_size {dump_size})")
+    return CheckResult(partition, dump_size, extent, len(core.loads), notes)
+
+
+def _check_sha256(win: _Window, result: CheckResult, meta: Meta,
+                  out: Callable[[str], None]) -> None:
+    """The SHA-256 of the dump's bytes (its extent) against the meta file's."""
+    h = hashlib.sha256()
+    pos = 0
+    while pos < result.size:
+        chunk = win.pread(min(4 << 20, result.size - pos), pos)
+        if not chunk:
+            raise CheckFailed(f"Read of dump failed: offset=0x{pos:016x}: unexpected end")
+        h.update(chunk)
+        pos += len(chunk)
+    result.sha256 = h.hexdigest()
+    if result.sha256 != meta.sha256:
+        raise CheckFailed(f"Content check failed: sha256 of the dump is {result.sha256}, "
+                          f"the meta file says {meta.sha256}")
+    out(f" sha256...: {result.sha256} (matches the meta file)")

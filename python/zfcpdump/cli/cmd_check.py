@@ -12,8 +12,10 @@ HELP = """\
 Validate the dump on DISK (the whole disk or disk image, as for `dump`) without
 writing: the zIPL boot record, the dump superblock and its checksum, the partition,
 then the dump itself: not the busy marker of an interrupted capture, an ELF64 core
-whose program headers and every PT_LOAD lie inside the dump area. With --meta FILE
-(written by `dump --meta FILE`) the SHA-256 of the dump's bytes must match too.
+whose program headers and every PT_LOAD lie inside the dump area, or a kdump-compressed
+dump (`dump --compress`) whose header, bitmaps and notes read and whose every page
+descriptor points inside the dump area. With --meta FILE (written by `dump --meta
+FILE`, raw captures) the SHA-256 of the dump's bytes must match too.
 
 Exit status 0 when the dump is valid, 1 otherwise (the ERROR: line says why).
 """

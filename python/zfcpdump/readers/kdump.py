@@ -350,6 +350,36 @@ def read_kdump_from(pread: Pread, size: int, fmt: str, path: Optional[str]) -> D
     return dump
 
 
+def data_extent(pread: Pread, size: int) -> tuple[int, int]:
+    """(page descriptors, end of the last byte any of them points at) of the kdump
+    dump in the first `size` bytes; DumpDamaged for a descriptor that points outside
+    them or stores more than a page. Reads the descriptor table in pieces."""
+    pread = _bounded(pread, size)
+    head = pread(HDR_SIZE, 0)
+    (v_le,) = struct.unpack_from("<i", head, 8)
+    bs = struct.unpack_from("<i" if 0 < v_le < 0x10000 else ">i", head, 428)[0]
+    hdr = parse_header(head, pread(104, bs))
+    half = hdr.bitmap_blocks // 2 * bs
+    limit = min(hdr.max_mapnr, 8 * half)
+    bitmap2 = pread(half, (1 + hdr.sub_hdr_size) * bs + half)
+    ndesc = int.from_bytes(bitmap2[:limit // 8], "little").bit_count()
+    if limit % 8:
+        ndesc += (bitmap2[limit // 8] & ((1 << (limit % 8)) - 1)).bit_count()
+    desc_base = (1 + hdr.sub_hdr_size + hdr.bitmap_blocks) * bs
+    fmt = struct.Struct(("<" if hdr.byteorder == "little" else ">") + "QIIQ")
+    extent = desc_base + DESC_SIZE * ndesc
+    step = 65536
+    for first in range(0, ndesc, step):
+        n = min(step, ndesc - first)
+        for i, (offset, stored, _flags, _pf) in enumerate(
+                fmt.iter_unpack(pread(DESC_SIZE * n, desc_base + DESC_SIZE * first))):
+            if stored > bs or offset + stored > size:
+                raise DumpDamaged(f"kdump page descriptor {first + i} points at "
+                                  f"0x{offset:x}+0x{stored:x}, outside the dump (0x{size:x})")
+            extent = max(extent, offset + stored)
+    return ndesc, extent
+
+
 def read_kdump(fd: int, size: int, path: Optional[str] = None, *, base: int = 0) -> Dump:
     return read_kdump_from(lambda n, off: os.pread(fd, n, base + off), size, "kdump", path)
 
