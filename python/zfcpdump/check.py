@@ -108,7 +108,7 @@ def _check(fd: int, disk: str, meta: Optional[Meta], block_size: Optional[int],
     if first.startswith(BUSY_MARKER):
         raise CheckFailed("No valid dump: the dump area holds the busy marker "
                           "(a capture was interrupted or failed)")
-    if first[:8] == kdump.KDUMP_SIGNATURE:
+    if kdump.is_kdump(first):
         result = _check_kdump(win, part.name, sb.dump_size, out)
     else:
         result = _check_elf(win, first, part.name, sb.dump_size, out)

@@ -295,7 +295,7 @@ class FlatFile:
 
 
 # ---- entry points ----------------------------------------------------------------
-def _is_kdump(head: bytes) -> bool:
+def is_kdump(head: bytes) -> bool:
     return head[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE) or head[:5] == b"KDUMP"
 
 
@@ -312,16 +312,10 @@ def _bounded(pread: Pread, size: int) -> Pread:
 
 def read_kdump_from(pread: Pread, size: int, fmt: str, path: Optional[str]) -> Dump:
     head = pread(HDR_SIZE, 0) if size >= HDR_SIZE else b""
-    if len(head) < HDR_SIZE or not _is_kdump(head):
+    if len(head) < HDR_SIZE or not is_kdump(head):
         raise NotThisFormat("not a kdump dump")
     pread = _bounded(pread, size)
-    (v_le,) = struct.unpack_from("<i", head, 8)
-    (v_be,) = struct.unpack_from(">i", head, 8)
-    if not (0 < v_le < 0x10000 or 0 < v_be < 0x10000):
-        raise DumpDamaged("Invalid kdump header version")
-    bs = struct.unpack_from("<i" if 0 < v_le < 0x10000 else ">i", head, 428)[0]
-    sub = pread(104, bs) if 0 < bs <= (1 << 20) else b""
-    hdr = parse_header(head, sub)
+    hdr = _read_header(pread, head)
     machine = hdr.utsname.get("machine", "")
     arch = MACHINE_ARCH.get(machine, MACHINE_ARCH.get(machine.lower(), machine))
     if not arch:
@@ -350,15 +344,25 @@ def read_kdump_from(pread: Pread, size: int, fmt: str, path: Optional[str]) -> D
     return dump
 
 
+def _read_header(pread: Pread, head: bytes) -> KdumpHeader:
+    """The header `head` (block 0) and its sub-header, read through a bounded pread."""
+    (v_le,) = struct.unpack_from("<i", head, 8)
+    (v_be,) = struct.unpack_from(">i", head, 8)
+    if not (0 < v_le < 0x10000 or 0 < v_be < 0x10000):
+        raise DumpDamaged("Invalid kdump header version")
+    bs = struct.unpack_from("<i" if 0 < v_le < 0x10000 else ">i", head, 428)[0]
+    sub = pread(104, bs) if 0 < bs <= (1 << 20) else b""
+    return parse_header(head, sub)
+
+
 def data_extent(pread: Pread, size: int) -> tuple[int, int]:
     """(page descriptors, end of the last byte any of them points at) of the kdump
-    dump in the first `size` bytes; DumpDamaged for a descriptor that points outside
-    them or stores more than a page. Reads the descriptor table in pieces."""
+    dump in the first `size` bytes (read_kdump_from has read it); DumpDamaged for a
+    descriptor that points outside them or stores more than a page. Reads the
+    descriptor table in pieces."""
     pread = _bounded(pread, size)
-    head = pread(HDR_SIZE, 0)
-    (v_le,) = struct.unpack_from("<i", head, 8)
-    bs = struct.unpack_from("<i" if 0 < v_le < 0x10000 else ">i", head, 428)[0]
-    hdr = parse_header(head, pread(104, bs))
+    hdr = _read_header(pread, pread(HDR_SIZE, 0))
+    bs = hdr.block_size
     half = hdr.bitmap_blocks // 2 * bs
     limit = min(hdr.max_mapnr, 8 * half)
     bitmap2 = pread(half, (1 + hdr.sub_hdr_size) * bs + half)

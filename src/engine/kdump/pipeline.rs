@@ -549,7 +549,8 @@ fn compress_thread(
                 .raw_in_flight
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok();
-        let raw = out.raw_mode || out.waiting_raw || job.algo == Algo::None;
+        let by_choice = out.raw_mode || out.waiting_raw;
+        let raw = by_choice || job.algo == Algo::None;
         let pages = batch.pages(ps);
         for page in pages.chunks_exact(ps) {
             if job.exclude_zero && is_zero(page) {
@@ -559,7 +560,7 @@ fn compress_thread(
             }
             if raw {
                 out.descs.push((ps as u32, 0));
-                n.adaptive_raw += u64::from(job.adaptive);
+                n.adaptive_raw += u64::from(by_choice);
                 continue;
             }
             match comp.compress(page) {
@@ -795,24 +796,26 @@ impl Adaptive {
                     return *raw;
                 }
                 let rate = *pages as f64 / took.as_secs_f64();
-                if !enough || (!*raw && *waited < took / DISK_BOUND_WAIT) {
+                let chosen = if !enough || (!*raw && *waited < took / DISK_BOUND_WAIT) {
                     // the writes held compressing up: storing raw means more of them (or
                     // the memory is nearly all zero pages, fast either way)
-                    self.state = AdaptState::Chosen {
-                        raw: false,
-                        until: now + (took * CHOSEN_PER_PROBE).max(CHOSEN_MIN),
-                    };
+                    Some(false)
                 } else if !*raw {
                     self.compress_rate = rate;
-                    self.state = Self::probe(true);
+                    None
                 } else {
-                    let began = self.probes_began.unwrap_or(t0);
-                    let spent = now.duration_since(began) * CHOSEN_PER_PROBE;
-                    self.state = AdaptState::Chosen {
-                        raw: rate > self.compress_rate * RAW_MARGIN,
-                        until: now + spent.max(CHOSEN_MIN),
-                    };
-                }
+                    Some(rate > self.compress_rate * RAW_MARGIN)
+                };
+                self.state = match chosen {
+                    None => Self::probe(true),
+                    Some(raw) => {
+                        let probes = now.duration_since(self.probes_began.unwrap_or(t0));
+                        AdaptState::Chosen {
+                            raw,
+                            until: now + (probes * CHOSEN_PER_PROBE).max(CHOSEN_MIN),
+                        }
+                    }
+                };
             }
         }
         match self.state {
