@@ -38,6 +38,7 @@ except ImportError:
     sys.path.insert(0, str(REPO / "python"))
 
 from zfcpdump import bench as B  # noqa: E402
+from zfcpdump.capture import DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -181,8 +182,8 @@ def main() -> int:
     ap.add_argument("--rss-runs", type=int, default=5)
     ap.add_argument("--no-rss", action="store_true")
     ap.add_argument("--phases", default="ab,c", help="ab, c or ab,c")
-    ap.add_argument("--buffer-size", type=B.parse_size, default=4 << 20)
-    ap.add_argument("--queue-depth", type=int, default=4)
+    ap.add_argument("--buffer-size", type=B.parse_size, default=DEFAULT_BUFFER_SIZE)
+    ap.add_argument("--queue-depth", type=int, default=DEFAULT_QUEUE_DEPTH)
     ap.add_argument("--workdir", default="/dev/shm" if os.path.isdir("/dev/shm") else "/tmp")
     ap.add_argument("--diskdir", default="/var/tmp/zfcpdump-bench")
     ap.add_argument("--out", default=str(HERE / "results"))

@@ -153,8 +153,16 @@ pub(crate) fn logical_block_size(fd: RawFd) -> Option<usize> {
 // ---------------------------------------------------------------------------------------
 // Buffer pool
 
-/// `n` buffers of `size` bytes in one anonymous, pre-faulted mapping (page aligned).
+/// Huge page size the pool aligns to: with transparent huge pages, O_DIRECT pins one
+/// 2 MiB folio where it pinned 512 pages, and the copy into the buffers takes fewer TLB
+/// misses. Where THP is off or the architecture's PMD size differs, only alignment is lost.
+const HUGE: usize = 2 << 20;
+
+/// `n` buffers of `size` bytes in one anonymous, pre-faulted mapping (page aligned;
+/// 2 MiB aligned and backed by transparent huge pages where the kernel allows them).
 pub(crate) struct Pool {
+    map: *mut u8,
+    map_len: usize,
     ptr: *mut u8,
     size: usize,
     pub(crate) n: usize,
@@ -170,13 +178,15 @@ impl Pool {
         let total = n
             .checked_mul(size)
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
+        let huge = total >= HUGE;
+        let map_len = if huge { total + HUGE } else { total };
         // SAFETY: anonymous private mapping.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                total,
+                map_len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )
@@ -184,8 +194,28 @@ impl Pool {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
+        let map: *mut u8 = p.cast();
+        let skip = if huge {
+            (HUGE - (map as usize) % HUGE) % HUGE
+        } else {
+            0
+        };
+        // SAFETY: `skip + total <= map_len`.
+        let ptr = unsafe { map.add(skip) };
+        if huge {
+            // SAFETY: a range of our mapping; advice only, its failure changes nothing.
+            unsafe { libc::madvise(ptr.cast(), total, libc::MADV_HUGEPAGE) };
+        }
+        // Fault every page in now, not in the middle of the copy.
+        let page = 4096;
+        for off in (0..total).step_by(page) {
+            // SAFETY: inside the mapping; volatile so the touch is not optimised away.
+            unsafe { ptr.add(off).write_volatile(0) };
+        }
         Ok(Pool {
-            ptr: p.cast(),
+            map,
+            map_len,
+            ptr,
             size,
             n,
         })
@@ -208,6 +238,51 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         // SAFETY: our mapping.
-        unsafe { libc::munmap(self.ptr.cast(), self.n * self.size) };
+        unsafe { libc::munmap(self.map.cast(), self.map_len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_buffers_are_huge_page_aligned_writable_and_separate() {
+        let size = 1 << 20;
+        let pool = Pool::new(6, size).unwrap();
+        // SAFETY: the test holds every buffer.
+        let first = unsafe { pool.buf(0, size) }.as_ptr() as usize;
+        assert_eq!(
+            first % HUGE,
+            0,
+            "a pool of 6 MiB starts on a 2 MiB boundary"
+        );
+        for i in 0..pool.n {
+            // SAFETY: one buffer at a time.
+            let b = unsafe { pool.buf_mut(i, size) };
+            assert!(b.iter().all(|&x| x == 0), "buffer {i} starts zeroed");
+            b.fill(i as u8 + 1);
+        }
+        for i in 0..pool.n {
+            // SAFETY: no writer.
+            let b = unsafe { pool.buf(i, size) };
+            assert!(
+                b.iter().all(|&x| x == i as u8 + 1),
+                "buffer {i} kept its bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn small_pools_are_page_aligned_only() {
+        let pool = Pool::new(3, 8192).unwrap();
+        // SAFETY: the test holds the buffer.
+        let p = unsafe { pool.buf(2, 8192) }.as_ptr() as usize;
+        assert_eq!(p % 4096, 0);
+        assert_eq!(
+            pool.map_len,
+            3 * 8192,
+            "no huge-page slack for a 24 KiB pool"
+        );
     }
 }

@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Sequence
 
+from ..capture import DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH
 from .common import GIB, MIB, Log, _fs_type, drop_caches, fmt_size, is_root
 from .measure import Method, Sample, _worker_cmd, capture_methods, copy_methods, run_child_rusage
 from .targets import Target
@@ -80,13 +81,14 @@ def ratio_values(sec: Section, a: str, b: str) -> list[float]:
     return [x / y for x, y in zip(ra.mibs(), rb.mibs())]
 
 
-CAPTURE_RATIOS = [("capture-rust", "limit-fio"), ("capture-rust", "limit-dd-4m"),
+CAPTURE_RATIOS = [("capture-rust", "limit-fio-huge"), ("capture-rust", "limit-fio"),
+                  ("capture-rust", "limit-dd-4m"),
                   ("capture-rust", "ref-dd-64k"), ("capture-rust", "ref-fio-64k"),
                   ("capture-rust", "capture-python"), ("capture-python", "ref-dd-64k"),
                   ("capture-rust-aio", "capture-rust"),
                   ("capture-rust-aio", "limit-fio"),
                   ("capture-rust-mmap", "capture-rust"),
-                  ("capture-rust-mmap", "limit-fio")]
+                  ("capture-rust-mmap", "limit-fio"), ("limit-fio", "limit-fio-huge")]
 COPY_RATIOS = [("copy-rust", "copy-dd-4m"), ("copy-python", "copy-dd-4m"),
                ("copy-rust", "copy-python")]
 
@@ -139,8 +141,8 @@ class BenchConfig:
     vmcore: str
     target: Target
     runs: int = 5
-    buffer_size: int = 4 << 20
-    queue_depth: int = 4
+    buffer_size: int = DEFAULT_BUFFER_SIZE
+    queue_depth: int = DEFAULT_QUEUE_DEPTH
     engines: tuple = ("rust", "python")
     copy_dir: Optional[str] = None  # where the copy benchmark writes its ELF file
     drop: bool = True

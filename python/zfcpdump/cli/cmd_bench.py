@@ -10,6 +10,7 @@ import stat
 import sys
 import tempfile
 
+from ..capture import DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH
 from ..errors import EXIT_OK, EXIT_USAGE, DiskRefused
 
 HELP = """\
@@ -23,6 +24,9 @@ Time, on TARGET and for the same number of bytes:
                                  writes, then one fsync
   limit-dd-4m, limit-fio         the device's own O_DIRECT limit (dd bs=4M QD1;
                                  fio libaio with our request size and queue depth)
+  limit-fio-huge                 that fio with its buffers in huge pages (as root):
+                                 on a fast disk plain fio measures its own pinning of
+                                 4 KiB pages; zfcpdump's buffers are huge pages too
 and the read-back side (dump area -> ELF file in --copy-dir): copy-rust,
 copy-python against dd bs=4M conv=fsync. Each figure is the median of --runs runs
 (min and max shown); ratios are taken run by run. As root the page cache is dropped
@@ -55,8 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the target's directory for a file target, else the temp directory)")
     p.add_argument("--no-copy", action="store_true", help="skip the copy (read-back) benchmark")
     p.add_argument("--engines", default="rust,python", help="engines to time (default rust,python)")
-    p.add_argument("--buffer-size", default="4M", help="bytes per request (default 4M)")
-    p.add_argument("--queue-depth", type=int, default=4, help="requests in flight (default 4)")
+    p.add_argument("--buffer-size", default=str(DEFAULT_BUFFER_SIZE),
+                   help=f"bytes per request (default {DEFAULT_BUFFER_SIZE >> 20}M, the capture's)")
+    p.add_argument("--queue-depth", type=int, default=DEFAULT_QUEUE_DEPTH,
+                   help=f"requests in flight (default {DEFAULT_QUEUE_DEPTH}, the capture's)")
     p.add_argument("--direct", choices=["auto", "on", "off"], default="auto",
                    help="O_DIRECT for the engines (default auto)")
     p.add_argument("--no-drop-caches", action="store_true",

@@ -9,7 +9,8 @@ import sys
 import time
 from typing import Callable, Optional
 
-from ..capture import Capture, CaptureOptions, Console, release_signals
+from ..capture import (DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH, Capture, CaptureOptions, Console,
+                       release_signals)
 from ..engine import default_engine, default_mmap
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE, ZfcpdumpError
 from . import dumpkernel
@@ -54,10 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--direct", choices=["auto", "on", "off"], default="auto",
                    help="O_DIRECT writes to the disk (default auto: when the target allows)")
     p.add_argument("--buffer-size", type=_size, default=None, metavar="BYTES",
-                   help="bytes per I/O request (default 4M; 1M in a dump kernel with "
+                   help="bytes per I/O request (default 2M; 1M in a dump kernel with "
                    "under 256 MiB of memory)")
-    p.add_argument("--queue-depth", type=int, default=4, metavar="N",
-                   help="writes in flight, rust engine (default 4)")
+    p.add_argument("--queue-depth", type=int, default=DEFAULT_QUEUE_DEPTH, metavar="N",
+                   help=f"writes in flight, rust engine (default {DEFAULT_QUEUE_DEPTH})")
     p.add_argument("--io-engine", choices=["threads", "aio"], default="threads",
                    help="how the rust engine keeps writes in flight: threads (default: N "
                    "threads each reading and writing) or aio (one thread, Linux native "
@@ -188,13 +189,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _buffer_size(requested: Optional[int], kernel_mode: bool) -> int:
-    """4 MiB buffers by default; 1 MiB in a dump kernel with under 256 MiB of memory,
+    """2 MiB buffers by default; 1 MiB in a dump kernel with under 256 MiB of memory,
     where the engine's (queue depth + 2) buffers decide whether the capture fits."""
     if requested is not None:
         return requested
     if kernel_mode and dumpkernel.mem_total_bytes() < (256 << 20):
         return 1 << 20
-    return 4 << 20
+    return DEFAULT_BUFFER_SIZE
 
 
 def _guarded(work: Callable[[], None], console: Console) -> int:
