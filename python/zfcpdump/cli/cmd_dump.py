@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "AIO, writes reach the disk in order; O_DIRECT without --verify only; "
                    "compare both on your disk with `zfcpdump bench`)")
     p.add_argument("--mmap", action=argparse.BooleanOptionalAction, default=None,
-                   help="rust engine: read the vmcore through 4 MiB mmap windows instead of "
+                   help="rust engine: read the vmcore through mmap windows (one per buffer) instead of "
                    "read() (HSA ranges excepted; falls back to read() if mapping fails); "
                    "O_DIRECT writes then go straight from the mapping where the kernel "
                    "allows it (files), else through one copy (/proc/vmcore); with "
