@@ -65,8 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "AIO, writes reach the disk in order; O_DIRECT without --verify only; "
                    "compare both on your disk with `zfcpdump bench`)")
     p.add_argument("--mmap", action=argparse.BooleanOptionalAction, default=None,
-                   help="rust engine: read the vmcore through mmap windows (one per buffer) instead of "
-                   "read() (HSA ranges excepted; falls back to read() if mapping fails); "
+                   help="rust engine: read the vmcore through mmap windows (one per buffer) "
+                   "instead of read() (HSA ranges excepted; falls back to read() if mapping fails); "
                    "O_DIRECT writes then go straight from the mapping where the kernel "
                    "allows it (files), else through one copy (/proc/vmcore); with "
                    "--compress the reader copies out of the windows. Default: on for "
