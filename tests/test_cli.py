@@ -117,3 +117,36 @@ def test_dump_debug_parameter_warnings():
     lines.clear()
     parse_cmdline(console, " ".join(["a"] * 101))
     assert lines == ["WARNING: More than 100 kernel parmameters specified"]
+
+
+def test_dump_request_shape_defaults_and_the_small_dump_kernel(monkeypatch):
+    """2 MiB x 8 by default; in a dump kernel under 256 MiB, 1 MiB x 4 (the 6 MiB of
+    buffers docs/dump-kernel-initramfs.md measured); explicit values always win."""
+    from zfcpdump.capture import DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH
+    from zfcpdump.cli import cmd_dump, dumpkernel
+
+    monkeypatch.setattr(dumpkernel, "mem_total_bytes", lambda: 200 << 20)
+    assert (cmd_dump._buffer_size(None, True), cmd_dump._queue_depth(None, True)) == (1 << 20, 4)
+    assert (cmd_dump._buffer_size(None, False), cmd_dump._queue_depth(None, False)) == (
+        DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH) == (2 << 20, 8)
+    assert (cmd_dump._buffer_size(4 << 20, True), cmd_dump._queue_depth(16, True)) == (4 << 20, 16)
+    monkeypatch.setattr(dumpkernel, "mem_total_bytes", lambda: 1 << 30)
+    assert (cmd_dump._buffer_size(None, True), cmd_dump._queue_depth(None, True)) == (2 << 20, 8)
+
+
+@pytest.mark.parametrize("option", [["--queue-depth", "0"], ["--queue-depth", "-3"],
+                                    ["--queue-depth", "65"], ["--buffer-size", "512M"],
+                                    ["--buffer-size", "6148914691236515840"]])
+def test_request_shape_out_of_bounds_is_refused_before_the_disk_is_touched(tmp_path, option, capsys):
+    # --queue-depth -3 used to reach the engine after the busy marker was written (an
+    # OverflowError traceback); an absurd buffer size, an allocation that cannot be made
+    vmcore = tmp_path / "v.elf"
+    size = sparse_vmcore(vmcore, 8 * MIB)
+    disk = tmp_path / "d.img"
+    create_mbr_image(str(disk), size + 4 * MIB, [(MIB, size + 2 * MIB)])
+    assert main(["prepare", str(disk), "-p", "1", "--metadata-only"]) == 0
+    before = disk.read_bytes()
+    assert main(["dump", "-i", str(vmcore), *option, str(disk)]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option[0]}:" in err and "Traceback" not in err
+    assert disk.read_bytes() == before

@@ -80,6 +80,10 @@ def copy_table(core: ElfCore, vmcore_size: int, hsa_size: int) -> list[CopyEntry
 # of 4 MiB.
 DEFAULT_BUFFER_SIZE = 2 << 20
 DEFAULT_QUEUE_DEPTH = 8
+# Bounds the CLI checks before anything is opened: (queue depth + 2) buffers are
+# allocated up front, and one thread runs per write in flight.
+MAX_BUFFER_SIZE = 256 << 20
+MAX_QUEUE_DEPTH = 64
 
 
 @dataclass

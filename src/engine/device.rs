@@ -179,7 +179,13 @@ impl Pool {
             .checked_mul(size)
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
         let huge = total >= HUGE;
-        let map_len = if huge { total + HUGE } else { total };
+        let map_len = if huge {
+            total
+                .checked_add(HUGE)
+                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?
+        } else {
+            total
+        };
         // SAFETY: anonymous private mapping.
         let p = unsafe {
             libc::mmap(
@@ -207,7 +213,11 @@ impl Pool {
             unsafe { libc::madvise(ptr.cast(), total, libc::MADV_HUGEPAGE) };
         }
         // Fault every page in now, not in the middle of the copy.
-        let page = 4096;
+        // SAFETY: sysconf has no preconditions.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 => n as usize,
+            _ => 4096,
+        };
         for off in (0..total).step_by(page) {
             // SAFETY: inside the mapping; volatile so the touch is not optimised away.
             unsafe { ptr.add(off).write_volatile(0) };
@@ -271,6 +281,15 @@ mod tests {
                 "buffer {i} kept its bytes"
             );
         }
+    }
+
+    #[test]
+    fn a_pool_too_large_for_the_address_space_is_enomem_not_a_wrapped_size() {
+        // 3 x (2^64 / 3 rounded down to pages): the product fits in usize, the
+        // alignment slack added to it would not
+        let size = (usize::MAX / 3) & !4095;
+        let err = Pool::new(3, size).err().expect("refused");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
     }
 
     #[test]

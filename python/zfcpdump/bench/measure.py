@@ -204,55 +204,69 @@ def capture_methods(vmcore: str, vmcore_size: int, target: Target, *, buffer_siz
                               f"--iodepth={queue_depth}"]
         ms.append(Method("limit-fio", f"fio direct=1 bs={fmt_size(bs)} iodepth={queue_depth} libaio",
                          lambda: run_fio(limit), n_dio, foreign=True))
-        need = bs * queue_depth
-        if can_reserve_huge_pages(need):
-            ms.append(Method("limit-fio-huge", "the same, buffers in 2 MiB huge pages "
-                             "(--iomem=shmhuge)",
-                             lambda: with_huge_pages(need, lambda: run_fio(limit + ["--iomem=shmhuge"])),
-                             n_dio, foreign=True))
+        release = reserve_huge_pages(bs * queue_depth)
+        if release is not None:
+            target.cleanup.append(release)
+            huge = [f"--hugepage-size={huge_page_size()}", "--iomem=shmhuge"]
+            ms.append(Method("limit-fio-huge", "the same, buffers in huge pages (--iomem=shmhuge)",
+                             lambda: run_fio(limit + huge), n_dio, foreign=True))
     return ms
 
 
 NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
-HUGE_PAGE = 2 << 20
 
 
-def can_reserve_huge_pages(nbytes: int) -> bool:
-    """Whether the fio limit can also be measured with huge-page buffers: root, 2 MiB
-    hugetlbfs pages (x86_64, s390x), and a trial reservation of what fio will need
-    succeeds (memory can be too fragmented). O_DIRECT pins one 2 MiB folio where it pins
-    512 pages otherwise: on a fast device plain fio measures its own page pinning, and
-    the engine's pool (transparent huge pages) would beat "the device's limit"."""
+def huge_page_size() -> Optional[int]:
+    """The kernel's hugetlbfs page size in bytes (2 MiB on x86_64, 1 MiB on s390x), or
+    None without hugetlbfs."""
     try:
         with open("/proc/meminfo") as f:
-            huge_2m = any(line.split()[:2] == ["Hugepagesize:", "2048"] for line in f)
-        if not (huge_2m and os.access(NR_HUGEPAGES, os.W_OK)):
-            return False
-        with_huge_pages(nbytes, lambda: None)
-        return True
-    except (OSError, ValueError, RuntimeError):
-        return False
+            for line in f:
+                key, _, value = line.partition(":")
+                if key == "Hugepagesize":
+                    return int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
-def with_huge_pages(nbytes: int, run: Callable[[], Optional[Sample]]) -> Optional[Sample]:
-    """Run `run` with twice `nbytes` of 2 MiB huge pages reserved (fio rounds its buffer
-    up and adds its alignment; it refuses to start when a page is missing), and give the
-    reservation back afterwards whatever happens."""
-    with open(NR_HUGEPAGES) as f:
-        before = int(f.read())
-    pages = before + 2 * -(-nbytes // HUGE_PAGE) + 2
+def reserve_huge_pages(nbytes: int) -> Optional[Callable[[], None]]:
+    """Reserve huge pages for fio's `nbytes` of buffers (twice that and two pages more:
+    fio rounds its buffer up and adds its alignment, and refuses to start when a page is
+    missing) for the rest of the bench. Returns the function that gives them back (the
+    target's cleanup calls it; the CLI turns SIGTERM into an exception so that it runs),
+    or None, with nothing changed, where it cannot be done: not root, no hugetlbfs,
+    memory too fragmented.
+
+    Why: O_DIRECT pins one huge folio where it pins 512 pages otherwise, so on a fast
+    device plain fio measures its own page pinning, and the engine's pool (transparent
+    huge pages) would beat "the device's limit"."""
+    size = huge_page_size()
+    if size is None or not os.access(NR_HUGEPAGES, os.W_OK):
+        return None
     try:
-        with open(NR_HUGEPAGES, "w") as f:
-            f.write(str(pages))
         with open(NR_HUGEPAGES) as f:
-            got = int(f.read())
-        if got < pages:
-            raise RuntimeError(f"limit-fio-huge: the kernel gave {got - before} of "
-                               f"{pages - before} huge pages (memory too fragmented)")
-        return run()
-    finally:
+            before = int(f.read())
+        want = before + 2 * -(-nbytes // size) + 2
         with open(NR_HUGEPAGES, "w") as f:
-            f.write(str(before))
+            f.write(str(want))
+    except (OSError, ValueError):
+        return None
+
+    def release() -> None:
+        try:
+            with open(NR_HUGEPAGES, "w") as f:
+                f.write(str(before))
+        except OSError as e:
+            sys.stderr.write(f"zfcpdump bench: WARNING: huge pages not given back "
+                             f"(echo {before} > {NR_HUGEPAGES}): {e}\n")
+
+    with open(NR_HUGEPAGES) as f:
+        got = int(f.read())
+    if got < want:
+        release()
+        return None
+    return release
 
 
 def copy_methods(target: Target, nbytes: int, dst: str, *, buffer_size: int, queue_depth: int,

@@ -10,7 +10,7 @@ import stat
 import sys
 import tempfile
 
-from ..capture import DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH
+from ..capture import DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH, MAX_BUFFER_SIZE, MAX_QUEUE_DEPTH
 from ..errors import EXIT_OK, EXIT_USAGE, DiskRefused
 
 HELP = """\
@@ -78,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
     size = B.parse_size(args.size)
     buffer_size = B.parse_size(args.buffer_size)
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
-    if args.runs < 1 or size < 64 * 1024 or buffer_size % 4096 or not engines:
-        print("zfcpdump bench: --runs >= 1, --size >= 64K, --buffer-size a multiple of 4096",
+    if (args.runs < 1 or size < 64 * 1024 or buffer_size % 4096 or not engines
+            or not 4096 <= buffer_size <= MAX_BUFFER_SIZE
+            or not 1 <= args.queue_depth <= MAX_QUEUE_DEPTH):
+        print(f"zfcpdump bench: --runs >= 1, --size >= 64K, --buffer-size a multiple of 4096 "
+              f"up to {MAX_BUFFER_SIZE >> 20}M, --queue-depth 1 to {MAX_QUEUE_DEPTH}",
               file=sys.stderr)
         return EXIT_USAGE
     log = (lambda s: print(s, file=sys.stderr, flush=True))

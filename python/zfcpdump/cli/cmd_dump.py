@@ -9,8 +9,8 @@ import sys
 import time
 from typing import Callable, Optional
 
-from ..capture import (DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH, Capture, CaptureOptions, Console,
-                       release_signals)
+from ..capture import (DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH, MAX_BUFFER_SIZE, MAX_QUEUE_DEPTH,
+                       Capture, CaptureOptions, Console, release_signals)
 from ..engine import default_engine, default_mmap
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE, ZfcpdumpError
 from . import dumpkernel
@@ -57,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--buffer-size", type=_size, default=None, metavar="BYTES",
                    help="bytes per I/O request (default 2M; 1M in a dump kernel with "
                    "under 256 MiB of memory)")
-    p.add_argument("--queue-depth", type=int, default=DEFAULT_QUEUE_DEPTH, metavar="N",
-                   help=f"writes in flight, rust engine (default {DEFAULT_QUEUE_DEPTH})")
+    p.add_argument("--queue-depth", type=_depth, default=None, metavar="N",
+                   help=f"writes in flight, rust engine (default {DEFAULT_QUEUE_DEPTH}; "
+                   f"{SMALL_KERNEL_QUEUE_DEPTH} in a dump kernel with under 256 MiB of memory)")
     p.add_argument("--io-engine", choices=["threads", "aio"], default="threads",
                    help="how the rust engine keeps writes in flight: threads (default: N "
                    "threads each reading and writing) or aio (one thread, Linux native "
@@ -119,6 +120,15 @@ def _size(text: str) -> int:
     value = int(t[:-1] if t[-1:] in units else t) * mult
     if value < 4096 or value % 4096:
         raise argparse.ArgumentTypeError("must be a multiple of 4096")
+    if value > MAX_BUFFER_SIZE:
+        raise argparse.ArgumentTypeError(f"at most {MAX_BUFFER_SIZE >> 20}M")
+    return value
+
+
+def _depth(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_QUEUE_DEPTH:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_QUEUE_DEPTH}")
     return value
 
 
@@ -159,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
         vmcore=args.vmcore, disk=args.disk, engine=args.engine, zcore_dir=args.zcore_dir,
         release_hsa=not args.no_release_hsa, verify=args.verify or bool(args.meta),
         direct={"auto": None, "on": True, "off": False}[args.direct],
-        buffer_size=_buffer_size(args.buffer_size, kernel_mode), queue_depth=args.queue_depth,
+        buffer_size=_buffer_size(args.buffer_size, kernel_mode),
+        queue_depth=_queue_depth(args.queue_depth, kernel_mode),
         io_engine=args.io_engine, mmap=default_mmap(args.vmcore) if args.mmap is None else args.mmap,
         progress_interval_s=args.progress_interval,
         block_size=args.block_size,
@@ -188,14 +199,30 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+# A dump kernel with under 256 MiB of memory (crashkernel= of 160M and less): the
+# engine's (queue depth + 2) buffers decide whether the capture fits, so they stay at
+# 6 x 1 MiB there, what docs/dump-kernel-initramfs.md measured.
+SMALL_KERNEL_MEMORY = 256 << 20
+SMALL_KERNEL_BUFFER_SIZE = 1 << 20
+SMALL_KERNEL_QUEUE_DEPTH = 4
+
+
+def _small_dump_kernel(kernel_mode: bool) -> bool:
+    return kernel_mode and dumpkernel.mem_total_bytes() < SMALL_KERNEL_MEMORY
+
+
 def _buffer_size(requested: Optional[int], kernel_mode: bool) -> int:
-    """2 MiB buffers by default; 1 MiB in a dump kernel with under 256 MiB of memory,
-    where the engine's (queue depth + 2) buffers decide whether the capture fits."""
+    """2 MiB buffers by default; 1 MiB in a small dump kernel."""
     if requested is not None:
         return requested
-    if kernel_mode and dumpkernel.mem_total_bytes() < (256 << 20):
-        return 1 << 20
-    return DEFAULT_BUFFER_SIZE
+    return SMALL_KERNEL_BUFFER_SIZE if _small_dump_kernel(kernel_mode) else DEFAULT_BUFFER_SIZE
+
+
+def _queue_depth(requested: Optional[int], kernel_mode: bool) -> int:
+    """8 writes in flight by default; 4 in a small dump kernel."""
+    if requested is not None:
+        return requested
+    return SMALL_KERNEL_QUEUE_DEPTH if _small_dump_kernel(kernel_mode) else DEFAULT_QUEUE_DEPTH
 
 
 def _guarded(work: Callable[[], None], console: Console) -> int:
