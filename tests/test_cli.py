@@ -150,3 +150,23 @@ def test_request_shape_out_of_bounds_is_refused_before_the_disk_is_touched(tmp_p
     err = capsys.readouterr().err
     assert f"argument {option[0]}:" in err and "Traceback" not in err
     assert disk.read_bytes() == before
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--compress", "zstd", "--level", "99"], "--level for zstd must be 1-19"),
+    (["--compress", "zlib", "--level", "12"], "--level for zlib must be 0-9"),
+    (["--compress", "snappy", "--level", "3"], "--level applies to zlib and zstd only"),
+    (["--level", "5"], "--level needs --compress"),
+])
+def test_compression_level_out_of_range_is_refused_before_the_disk_is_touched(
+        tmp_path, option, message, capsys):
+    # the libraries clamp such levels silently, and the console reported the level asked
+    vmcore = tmp_path / "v.elf"
+    size = sparse_vmcore(vmcore, 8 * MIB)
+    disk = tmp_path / "d.img"
+    create_mbr_image(str(disk), size + 4 * MIB, [(MIB, size + 2 * MIB)])
+    assert main(["prepare", str(disk), "-p", "1", "--metadata-only"]) == 0
+    before = disk.read_bytes()
+    assert main(["dump", "-i", str(vmcore), *option, str(disk)]) == 2
+    assert f"ERROR: {message}" in capsys.readouterr().err
+    assert disk.read_bytes() == before

@@ -184,8 +184,9 @@ def run(args: argparse.Namespace) -> int:
             console.err(f"ERROR: {problem}")
             return EXIT_USAGE
         work = lambda: _run_kdump(args, opts, console)  # noqa: E731
-    elif args.dump_level is not None or args.adaptive:
-        flag = "--dump-level" if args.dump_level is not None else "--adaptive"
+    elif args.dump_level is not None or args.adaptive or args.level is not None:
+        flag = ("--dump-level" if args.dump_level is not None else
+                "--adaptive" if args.adaptive else "--level")
         console.err(f"ERROR: {flag} needs --compress (a raw dump keeps every page as it is)")
         return EXIT_USAGE
     else:
@@ -272,6 +273,10 @@ def _write_meta(path: str, disk: str, digest: str) -> None:
     os.replace(tmp, path)
 
 
+# compression levels --level accepts, per algorithm (as its help says)
+LEVELS = {"zlib": (0, 9), "zstd": (1, 19)}
+
+
 def _kdump_usage(args: argparse.Namespace) -> str | None:
     from ..capture_kdump import COMPRESSIONS
     from ..formats.kdump_layout import LZ4_REFUSED
@@ -287,6 +292,14 @@ def _kdump_usage(args: argparse.Namespace) -> str | None:
         return "--verify/--meta are not supported with --compress"
     if args.dump_level is not None and not 0 <= args.dump_level <= 31:
         return "--dump-level must be 0-31"
+    if args.level is not None:
+        # the libraries would clamp a level out of range, and the console would still
+        # report the level asked for
+        lo, hi = LEVELS.get(args.compress, (None, None))
+        if lo is None:
+            return f"--level applies to zlib and zstd only, not to {args.compress}"
+        if not lo <= args.level <= hi:
+            return f"--level for {args.compress} must be {lo}-{hi}"
     if args.threads < 0:
         return "--threads must be 0 (all CPUs) or more"
     return None
