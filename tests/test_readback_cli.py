@@ -35,3 +35,14 @@ def test_copy_subcommand_and_api(tmp_path, capsys):
     assert file_sha(out) == file_sha(str(tmp_path / "api.s390"))
     assert zfcpdump(["copy", src, out]) == 1
     assert "exclusively (File exists)" in capsys.readouterr().err
+
+
+def test_a_directory_or_missing_input_is_one_line_not_a_traceback(tmp_path, capsys):
+    # `info DIR` used to end in an IsADirectoryError traceback
+    for command in (["info", str(tmp_path)], ["copy", str(tmp_path), str(tmp_path / "o.elf")],
+                    ["info", str(tmp_path / "missing")]):
+        assert zfcpdump(command) == 1
+        err = capsys.readouterr().err
+        assert err.startswith('zfcpdump: Open of dump "') and err.count("\n") == 1, err
+        assert "Traceback" not in err
+    assert not (tmp_path / "o.elf").exists()

@@ -109,6 +109,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_SIGNAL_BASE + exc.signum
     except BrokenPipeError:
         return EXIT_FAILED
+    except OSError as exc:
+        # a failure the command did not put in its own words: still one line, no traceback
+        if args.debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"zfcpdump: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

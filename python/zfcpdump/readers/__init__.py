@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import struct
 from typing import Callable, Optional
 
@@ -88,6 +89,8 @@ def open_input(path: str, partition: Optional[int] = None) -> tuple[int, int, in
     except OSError as exc:
         raise ZfcpdumpError(f"Open of dump \"{path}\" failed ({exc.strerror})") from None
     try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise ZfcpdumpError(f"Open of dump \"{path}\" failed (Is a directory)")
         size = device.size_of(fd)
         if number is None:
             return fd, size, 0
