@@ -138,13 +138,37 @@ def test_bench_subcommand_refuses_block_device_without_yes(tmp_path, capsys):
         subprocess.run(["losetup", "-d", dev], capture_output=True)
 
 
-def test_bench_subcommand_refuses_existing_file(tmp_path, capsys):
+@pytest.mark.parametrize("yes", [[], ["--yes-destroy"]])
+def test_bench_subcommand_refuses_existing_file(tmp_path, capsys, yes):
+    # with --yes-destroy it used to write over the file and delete it afterwards
     victim = tmp_path / "precious"
     victim.write_bytes(b"x" * 4096)
-    rc = main(["bench", "--target", str(victim), "--size", "1M", "--runs", "1",
-               "--workdir", str(tmp_path)])
-    assert rc != 0
+    rc = main(["bench", "--target", str(victim), "--size", "8M", "--runs", "1",
+               "--workdir", str(tmp_path), *yes])
+    assert rc == 2
+    assert "not a directory or a block device" in capsys.readouterr().err
     assert victim.read_bytes() == b"x" * 4096
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "abc"], "--size and --buffer-size take a byte count"),
+    (["--size", "99999999999999999999"], "--size must be at least 64K"),
+    (["--size", "1M"], "and one buffer (2 MiB)"),
+    (["--engines", "bogus"], "--engines is a comma-separated list"),
+    (["--queue-depth", "0"], "--queue-depth must be 1 to 64"),
+    (["--vmcore", "TRUNCATED"], "not an ELF core"),
+    (["--vmcore", "/dev/null"], "not a regular file"),
+    (["--json", "/nonexistent/r.json"], "its directory does not exist"),
+])
+def test_bench_bad_arguments_are_one_line_before_anything_is_made(tmp_path, capsys, args, message):
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "trunc.elf").write_bytes(b"\x7fELF\x02\x02\x01" + bytes(93))
+    args = [str(tmp_path / "trunc.elf") if a == "TRUNCATED" else a for a in args]
+    rc = main(["bench", "--target", str(work), "--runs", "1", "--workdir", str(work), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1, err
+    assert list(work.iterdir()) == []  # no vmcore generated, no image made
 
 
 def test_fast_vmcore_is_mixed_and_valid(tmp_path):

@@ -9,9 +9,10 @@ import shutil
 import stat
 import sys
 import tempfile
+from typing import Optional
 
 from ..capture import DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH, MAX_BUFFER_SIZE, MAX_QUEUE_DEPTH
-from ..errors import EXIT_OK, EXIT_USAGE, DiskRefused
+from ..errors import EXIT_OK, EXIT_USAGE, DiskRefused, ZfcpdumpError
 
 HELP = """\
 Time, on TARGET and for the same number of bytes:
@@ -72,19 +73,121 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="allow writing over a block device target")
 
 
+ENGINES = ("rust", "python")
+
+
+def _usage(args: argparse.Namespace) -> Optional[str]:
+    """What is wrong with the command line, checked before anything is generated or
+    written (None: nothing)."""
+    from .. import bench as B
+
+    problem = _target_problem(args)  # first: a destructive target is refused whatever else
+    if problem:
+        return problem
+    try:
+        size = B.parse_size(args.size)
+        buffer_size = B.parse_size(args.buffer_size)
+    except ValueError:
+        return f"--size and --buffer-size take a byte count such as 512M or 4G " \
+               f"(got {args.size!r}, {args.buffer_size!r})"
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not engines or any(e not in ENGINES for e in engines):
+        return f"--engines is a comma-separated list of {', '.join(ENGINES)} (got {args.engines!r})"
+    if args.runs < 1:
+        return "--runs must be 1 or more"
+    if not 4096 <= buffer_size <= MAX_BUFFER_SIZE or buffer_size % 4096:
+        return f"--buffer-size must be a multiple of 4096 up to {MAX_BUFFER_SIZE >> 20}M"
+    if not 1 <= args.queue_depth <= MAX_QUEUE_DEPTH:
+        return f"--queue-depth must be 1 to {MAX_QUEUE_DEPTH}"
+    if args.vmcore is None:
+        if not max(64 << 10, buffer_size) <= size <= 1 << 50:
+            return (f"--size must be at least 64K and one buffer ({B.fmt_size(buffer_size)}), "
+                    "at most 1P")
+        workdir = args.workdir or _default_workdir(size)
+        try:
+            free = shutil.disk_usage(workdir).free
+        except OSError as exc:
+            return f"--workdir {workdir}: {exc.strerror}"
+        if free < size + (64 << 20):
+            return (f"--size {B.fmt_size(size)} does not fit in {workdir} "
+                    f"({B.fmt_size(free)} free); give a smaller --size or another --workdir")
+    else:
+        problem = _vmcore_problem(args.vmcore)
+        if problem:
+            return f"--vmcore {args.vmcore}: {problem}"
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        return f"--json {args.json}: its directory does not exist"
+    if _is_block_device(args.target):
+        return None
+    # a disk image of the vmcore's size goes into the target's directory
+    nbytes = size if args.vmcore is None else os.path.getsize(args.vmcore)
+    where = args.target if os.path.isdir(args.target) else os.path.dirname(os.path.abspath(args.target))
+    free = shutil.disk_usage(where).free
+    if free < nbytes + (64 << 20):
+        return (f"{args.target}: the disk image ({B.fmt_size(nbytes)}) does not fit in {where} "
+                f"({B.fmt_size(free)} free)")
+    return None
+
+
+def _is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _vmcore_problem(path: str) -> Optional[str]:
+    from ..readers.elf import parse_elf_core
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        return exc.strerror
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        core = parse_elf_core(fd, st.st_size)
+        if not core.loads:
+            return "an ELF core without memory (no PT_LOAD)"
+    except ZfcpdumpError as exc:
+        return f"not an ELF core ({exc})"
+    except OSError as exc:
+        return exc.strerror
+    finally:
+        os.close(fd)
+    return None
+
+
+def _target_problem(args: argparse.Namespace) -> Optional[str]:
+    """The bench makes its own image file in a directory or under a new name, or writes
+    a block device given with --yes-destroy; anything else is refused up front."""
+    try:
+        st = os.stat(args.target)
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(args.target))
+        return None if os.path.isdir(parent) else f"{args.target}: its directory does not exist"
+    except OSError as exc:
+        return f"{args.target}: {exc.strerror}"
+    if stat.S_ISBLK(st.st_mode):
+        return None if args.yes_destroy else (
+            f"{args.target} is a block device: benchmarking DESTROYS its contents; add --yes-destroy")
+    if stat.S_ISDIR(st.st_mode):
+        return None
+    return (f"{args.target} exists and is not a directory or a block device: the bench makes "
+            "its own disk image file; give a directory or a new file name")
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import bench as B
 
+    problem = _usage(args)
+    if problem:
+        print(f"zfcpdump bench: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     size = B.parse_size(args.size)
     buffer_size = B.parse_size(args.buffer_size)
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
-    if (args.runs < 1 or size < 64 * 1024 or buffer_size % 4096 or not engines
-            or not 4096 <= buffer_size <= MAX_BUFFER_SIZE
-            or not 1 <= args.queue_depth <= MAX_QUEUE_DEPTH):
-        print(f"zfcpdump bench: --runs >= 1, --size >= 64K, --buffer-size a multiple of 4096 "
-              f"up to {MAX_BUFFER_SIZE >> 20}M, --queue-depth 1 to {MAX_QUEUE_DEPTH}",
-              file=sys.stderr)
-        return EXIT_USAGE
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     created: list[str] = []
     target = None
@@ -158,11 +261,8 @@ def _target(args: argparse.Namespace, nbytes: int, created: list[str]):
         fd, image = tempfile.mkstemp(prefix="zfcpdump-bench-", suffix=".img", dir=path)
         os.close(fd)
         os.unlink(image)
-    elif st is not None:
-        if not args.yes_destroy:
-            raise DiskRefused(f"{path} exists: it would be overwritten; add --yes-destroy, or give "
-                              "a directory or a new file name")
-        image = path
+    elif st is not None:  # _target_problem refused it before anything was generated
+        raise DiskRefused(f"{path} exists and is not a directory or a block device")
     else:
         image = path
     created.append(image)
