@@ -170,3 +170,30 @@ def test_compression_level_out_of_range_is_refused_before_the_disk_is_touched(
     assert main(["dump", "-i", str(vmcore), *option, str(disk)]) == 2
     assert f"ERROR: {message}" in capsys.readouterr().err
     assert disk.read_bytes() == before
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--verify", "--meta", "DISK"], "is the dump disk"),
+    (["--verify", "--meta", "VMCORE"], "is the vmcore"),
+    (["--verify", "--meta", "/dev/null"], "exists and is not a regular file"),
+    (["--verify", "--meta", "TMP"], "exists and is not a regular file"),
+    (["--verify", "--meta", "/nonexistent/m.meta"], "its directory does not exist"),
+    (["--compress", "zstd", "--threads", "99999999999999999999"], "--threads must be 0"),
+])
+def test_meta_path_and_threads_are_checked_before_the_disk_is_touched(tmp_path, option, message,
+                                                                       capsys):
+    # --meta DISK used to replace the dump disk (or the vmcore, or a device node) with a
+    # 96-byte text file after a successful dump; a huge --threads failed with an
+    # OverflowError traceback after the busy marker was written
+    vmcore = tmp_path / "v.elf"
+    size = sparse_vmcore(vmcore, 8 * MIB)
+    disk = tmp_path / "d.img"
+    create_mbr_image(str(disk), size + 4 * MIB, [(MIB, size + 2 * MIB)])
+    assert main(["prepare", str(disk), "-p", "1", "--metadata-only"]) == 0
+    before, source = disk.read_bytes(), vmcore.read_bytes()
+    names = {"DISK": str(disk), "VMCORE": str(vmcore), "TMP": str(tmp_path)}
+    option = [names.get(o, o) for o in option]
+    assert main(["dump", "-i", str(vmcore), *option, str(disk)]) == 2
+    err = capsys.readouterr().err
+    assert "ERROR: " in err and message in err, err
+    assert disk.read_bytes() == before and vmcore.read_bytes() == source

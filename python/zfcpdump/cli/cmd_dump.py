@@ -12,6 +12,7 @@ from typing import Callable, Optional
 from ..capture import (DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH, MAX_BUFFER_SIZE, MAX_QUEUE_DEPTH,
                        Capture, CaptureOptions, Console, release_signals)
 from ..engine import default_engine, default_mmap
+from ..readers import split_image_partition
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE, ZfcpdumpError
 from . import dumpkernel
 
@@ -178,6 +179,10 @@ def run(args: argparse.Namespace) -> int:
         live_bar=not kernel_mode,  # the dump kernel's console shows only the 10 s lines
         hold_signals_after_commit=True,
     )
+    problem = _options_problem(args)
+    if problem:
+        console.err(f"ERROR: {problem}")
+        return EXIT_USAGE
     if args.compress is not None:
         problem = _kdump_usage(args)
         if problem:
@@ -266,12 +271,35 @@ _READ_MODES = {
 }
 
 
+def _options_problem(args: argparse.Namespace) -> Optional[str]:
+    """Options of every capture checked before the disk is opened."""
+    if not args.meta:
+        return None
+    meta = args.meta
+    parent = os.path.dirname(os.path.abspath(meta))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        return f"--meta {meta}: its directory does not exist or is not writable"
+    if os.path.lexists(meta):
+        if not os.path.isfile(meta) or os.path.islink(meta):
+            return f"--meta {meta}: exists and is not a regular file"
+        for what, path in (("the dump disk", split_image_partition(args.disk)[0]),
+                           ("the vmcore", args.vmcore)):
+            try:
+                if os.path.samefile(meta, path):
+                    return f"--meta {meta} is {what}"
+            except OSError:
+                pass
+    return None
+
+
 def _write_meta(path: str, disk: str, digest: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(f"version=1\nfile={disk}\nsha256sum={digest}\n")
     os.replace(tmp, path)
 
+
+MAX_THREADS = 1024  # compression threads; beyond this, a typo
 
 # compression levels --level accepts, per algorithm (as its help says)
 LEVELS = {"zlib": (0, 9), "zstd": (1, 19)}
@@ -300,8 +328,8 @@ def _kdump_usage(args: argparse.Namespace) -> str | None:
             return f"--level applies to zlib and zstd only, not to {args.compress}"
         if not lo <= args.level <= hi:
             return f"--level for {args.compress} must be {lo}-{hi}"
-    if args.threads < 0:
-        return "--threads must be 0 (all CPUs) or more"
+    if not 0 <= args.threads <= MAX_THREADS:
+        return f"--threads must be 0 (all CPUs) to {MAX_THREADS}"
     return None
 
 
