@@ -96,6 +96,11 @@ def test_refusals_leave_the_image_untouched(tmp_path, capsys):
     sun = tmp_path / "sun.img"
     sun.write_bytes(bytes(508) + b"\xda\xbe" + bytes(4 * MIB - 510))
     cases.append((["prepare", str(sun), "-p", "1", "--metadata-only"], "Unsupported SCSI disk layout"))
+    # a partition starting at LBA 0: zeroing its first 64 KiB wiped the partition table
+    at_zero = tmp_path / "at0.img"
+    create_mbr_image(str(at_zero), 8 * MIB, [(0, 6 * MIB)])
+    cases.append((["prepare", str(at_zero), "-p", "1", "--metadata-only"],
+                  "starts in block 0 of"))
     for argv, message in cases:
         capsys.readouterr()
         path = argv[1]

@@ -85,6 +85,11 @@ def prepare(part: DumpPartition, image: Optional[str], initrd: Optional[str], *,
     bs = part.block_size
     if part.start % bs or part.size % bs:
         raise DiskRefused(f"Partition {part.name} is not aligned to the {bs}-byte block size")
+    if part.start < bs:
+        # its first 64 KiB would be zeroed over the partition table, and block 0 gets the
+        # boot record
+        raise DiskRefused(f"Partition {part.name} starts in block 0 of {part.disk}, over the "
+                          "partition table")
     dump_size = compute_dump_size(part.size, bs, None if kernel is None else len(kernel),
                                   None if ramdisk is None else len(ramdisk))
     fd = device.open_exclusive(part.disk)
