@@ -197,3 +197,16 @@ def test_meta_path_and_threads_are_checked_before_the_disk_is_touched(tmp_path, 
     err = capsys.readouterr().err
     assert "ERROR: " in err and message in err, err
     assert disk.read_bytes() == before and vmcore.read_bytes() == source
+
+
+@pytest.mark.parametrize("mib", ["-1", "0", "8", "99999999999999999999"])
+def test_demo_memory_size_out_of_range_is_a_usage_error(tmp_path, mib, capsys):
+    # these ended in struct.error tracebacks, 8 in "Dump cannot be processed"
+    assert main(["demo", "--memory-mib", mib, "--workdir", str(tmp_path / "w")]) == 2
+    assert "--memory-mib: must be 16 to 65536" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_demo_smallest_sample_runs(tmp_path, capsys):
+    assert main(["demo", "--memory-mib", "16", "--workdir", str(tmp_path)]) == 0
+    assert "Dump successful" in capsys.readouterr().out

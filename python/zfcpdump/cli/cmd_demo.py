@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
 import tempfile
 
 from ..capture import Capture, CaptureOptions, Console
 from ..disk.image import create_mbr_image
 from ..disk.target import partition_for_prepare
-from ..errors import EXIT_OK
+from ..errors import EXIT_OK, EXIT_USAGE
 from ..prepare import prepare
 from ..synth import SynthSpec, write_vmcore
 
@@ -25,11 +27,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run prepare, dump and read-back on a built-in sample",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", help="where to put the sample files (default: a temporary directory, removed)")
-    p.add_argument("--memory-mib", type=int, default=64, help="sample memory size (default 64)")
+    p.add_argument("--memory-mib", type=_memory_mib, default=64,
+                   help=f"sample memory size ({MIN_MEMORY_MIB}-{MAX_MEMORY_MIB}, default 64)")
     p.add_argument("--engine", choices=["rust", "python"], default="rust")
 
 
+# The sample's layout (two ranges around a 4 MiB hole, a kernel image at 1-3 MiB)
+# needs 16 MiB; 64 GiB is far beyond a demo and about what a scratch disk holds.
+MIN_MEMORY_MIB = 16
+MAX_MEMORY_MIB = 64 << 10
+
+
+def _memory_mib(text: str) -> int:
+    value = int(text)
+    if not MIN_MEMORY_MIB <= value <= MAX_MEMORY_MIB:
+        raise argparse.ArgumentTypeError(f"must be {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    where = args.workdir or tempfile.gettempdir()
+    probe = where if os.path.isdir(where) else os.path.dirname(os.path.abspath(where))
+    need = 2 * args.memory_mib * MIB + 16 * MIB  # the vmcore and the disk image
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError as exc:
+        print(f"zfcpdump demo: {where}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    if free < need:
+        print(f"zfcpdump demo: {need >> 20} MiB needed in {probe}, {free >> 20} MiB free",
+              file=sys.stderr)
+        return EXIT_USAGE
     if args.workdir:
         os.makedirs(args.workdir, exist_ok=True)
         return _demo(args.workdir, args)
