@@ -210,3 +210,18 @@ def test_demo_memory_size_out_of_range_is_a_usage_error(tmp_path, mib, capsys):
 def test_demo_smallest_sample_runs(tmp_path, capsys):
     assert main(["demo", "--memory-mib", "16", "--workdir", str(tmp_path)]) == 0
     assert "Dump successful" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [[], ["--compress", "zstd"]])
+def test_a_directory_as_vmcore_is_named_in_the_error(tmp_path, extra, capsys):
+    # it was "zfcpdump: Is a directory", with no path and no "Dump failed"
+    size = sparse_vmcore(tmp_path / "v.elf", 8 * MIB)
+    disk = tmp_path / "d.img"
+    create_mbr_image(str(disk), size + 4 * MIB, [(MIB, size + 2 * MIB)])
+    assert main(["prepare", str(disk), "-p", "1", "--metadata-only"]) == 0
+    before = disk.read_bytes()
+    assert main(["dump", "-i", str(tmp_path), *extra, str(disk)]) == 1
+    out = capsys.readouterr()
+    assert f"ERROR: Cannot open {tmp_path}: Is a directory" in out.err
+    assert out.out.splitlines()[-1] == "Dump failed"
+    assert disk.read_bytes() == before

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import os
 import signal
+import stat
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -213,6 +214,8 @@ class Capture:
         except OSError as exc:
             raise InvalidCore(f"Cannot open {o.vmcore}: {exc.strerror}") from None
         try:
+            if stat.S_ISDIR(os.fstat(src_fd).st_mode):
+                raise InvalidCore(f"Cannot open {o.vmcore}: Is a directory")
             vmcore_size = device.size_of(src_fd)
             try:
                 core = parse_elf_core(src_fd, vmcore_size)
