@@ -170,8 +170,15 @@ def _target_problem(args: argparse.Namespace) -> Optional[str]:
     except OSError as exc:
         return f"{args.target}: {exc.strerror}"
     if stat.S_ISBLK(st.st_mode):
-        return None if args.yes_destroy else (
-            f"{args.target} is a block device: benchmarking DESTROYS its contents; add --yes-destroy")
+        if not args.yes_destroy:
+            return (f"{args.target} is a block device: benchmarking DESTROYS its contents; "
+                    "add --yes-destroy")
+        from ..disk import device
+        try:
+            device.check_not_mounted(args.target)
+        except DiskRefused as exc:
+            return str(exc)
+        return None
     if stat.S_ISDIR(st.st_mode):
         return None
     return (f"{args.target} exists and is not a directory or a block device: the bench makes "
