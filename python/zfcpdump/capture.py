@@ -16,7 +16,6 @@ import errno
 import hashlib
 import os
 import signal
-import stat
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -26,7 +25,7 @@ from .disk.cksm import cksm
 from .disk.target import DumpPartition, match_partition
 from .disk.zipl import BUSY_MARKER, CSUM_SEED, SUPERBLOCK_SIZE, ScsiMbr, Superblock, SUPERBLOCK_MAGIC
 from .errors import DiskRefused, DumpFailed, InvalidCore, NotThisFormat
-from .fileio import pwrite_all
+from .fileio import open_for_reading, pwrite_all
 from .progress import Progress, mib
 from .readers.elf import ElfCore, parse_elf_core
 
@@ -210,12 +209,10 @@ class Capture:
     def run(self) -> CaptureResult:
         o = self.opts
         try:
-            src_fd = os.open(o.vmcore, os.O_RDONLY | os.O_CLOEXEC)
+            src_fd = open_for_reading(o.vmcore)
         except OSError as exc:
             raise InvalidCore(f"Cannot open {o.vmcore}: {exc.strerror}") from None
         try:
-            if stat.S_ISDIR(os.fstat(src_fd).st_mode):
-                raise InvalidCore(f"Cannot open {o.vmcore}: Is a directory")
             vmcore_size = device.size_of(src_fd)
             try:
                 core = parse_elf_core(src_fd, vmcore_size)

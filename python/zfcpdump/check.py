@@ -21,6 +21,7 @@ from typing import Callable, Optional
 from .capture import PAGE, locate
 from .disk.zipl import BUSY_MARKER
 from .errors import DumpDamaged, InvalidCore, NotThisFormat, ZfcpdumpError
+from .fileio import open_for_reading
 from .formats import elf_notes
 from .readers import kdump
 from .readers.elf import EHDR_SIZE, MAX_NOTE_BYTES, PHDR_SIZE, parse_elf_core
@@ -89,7 +90,7 @@ def check_disk(disk: str, *, meta_path: Optional[str] = None, block_size: Option
     """Raise CheckFailed (or DiskRefused from locate) unless `disk` holds a valid dump."""
     meta = read_meta(meta_path) if meta_path else None
     try:
-        fd = os.open(disk, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_for_reading(disk)
     except OSError as exc:
         raise CheckFailed(f"Cannot open {disk}: {exc.strerror}") from None
     try:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import struct
 from typing import Callable, Optional
 
 from ..disk import device
 from ..disk.partitions import check_label, detect_image_block_size, read_partitions
 from ..errors import DiskRefused, DumpDamaged, NotThisFormat, ZfcpdumpError
+from ..fileio import open_for_reading
 from ..model import Dump
 from .elf import read_elf
 from .enrich import enrich
@@ -85,12 +85,10 @@ def open_input(path: str, partition: Optional[int] = None) -> tuple[int, int, in
     path, from_name = split_image_partition(path)
     number = partition if partition is not None else from_name
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_for_reading(path)
     except OSError as exc:
         raise ZfcpdumpError(f"Open of dump \"{path}\" failed ({exc.strerror})") from None
     try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise ZfcpdumpError(f"Open of dump \"{path}\" failed (Is a directory)")
         size = device.size_of(fd)
         if number is None:
             return fd, size, 0
