@@ -179,21 +179,13 @@ def run(args: argparse.Namespace) -> int:
         live_bar=not kernel_mode,  # the dump kernel's console shows only the 10 s lines
         hold_signals_after_commit=True,
     )
-    problem = _options_problem(args)
+    problem = _meta_problem(args) or (_kdump_usage(args) if args.compress is not None
+                                      else _raw_usage(args))
     if problem:
         console.err(f"ERROR: {problem}")
         return EXIT_USAGE
     if args.compress is not None:
-        problem = _kdump_usage(args)
-        if problem:
-            console.err(f"ERROR: {problem}")
-            return EXIT_USAGE
         work = lambda: _run_kdump(args, opts, console)  # noqa: E731
-    elif args.dump_level is not None or args.adaptive or args.level is not None:
-        flag = ("--dump-level" if args.dump_level is not None else
-                "--adaptive" if args.adaptive else "--level")
-        console.err(f"ERROR: {flag} needs --compress (a raw dump keeps every page as it is)")
-        return EXIT_USAGE
     else:
         work = lambda: _run_raw(args, opts, console)  # noqa: E731
     status = _guarded(work, console)
@@ -271,8 +263,16 @@ _READ_MODES = {
 }
 
 
-def _options_problem(args: argparse.Namespace) -> Optional[str]:
-    """Options of every capture checked before the disk is opened."""
+def _raw_usage(args: argparse.Namespace) -> Optional[str]:
+    for flag, given in (("--dump-level", args.dump_level is not None),
+                        ("--adaptive", args.adaptive), ("--level", args.level is not None)):
+        if given:
+            return f"{flag} needs --compress (a raw dump keeps every page as it is)"
+    return None
+
+
+def _meta_problem(args: argparse.Namespace) -> Optional[str]:
+    """--meta FILE, checked before the disk is opened."""
     if not args.meta:
         return None
     meta = args.meta
