@@ -134,6 +134,11 @@ def parse_header(raw: bytes, sub: bytes) -> KdumpHeader:
 
 
 # ---- page source -----------------------------------------------------------------
+def _desc_format(hdr: KdumpHeader) -> str:
+    """struct format of a page descriptor: offset, size, flags, page flags."""
+    return ("<" if hdr.byteorder == "little" else ">") + "QIIQ"
+
+
 class KdumpPages:
     """Reads pages through their descriptors; a run of dumpable pfns is one chunk whose
     first page has descriptor number `first_desc`."""
@@ -143,7 +148,7 @@ class KdumpPages:
         self.hdr = hdr
         self.page_size = hdr.block_size
         self.desc_base = desc_base
-        self.fmt = ("<" if hdr.byteorder == "little" else ">") + "QIIQ"
+        self.fmt = _desc_format(hdr)
         self._decomp: dict[int, Callable[[bytes], bytes]] = {}
 
     def pages(self, first_desc: int, count: int) -> bytes:
@@ -231,7 +236,9 @@ def bit_runs(bitmap: bytes, limit: int) -> list[tuple[int, int]]:
     return out
 
 
-def memory_chunks(pread: Pread, hdr: KdumpHeader) -> list[MemChunk]:
+def _bitmaps(pread: Pread, hdr: KdumpHeader) -> tuple[bytes, bytes, int, int]:
+    """(1st bitmap: RAM, 2nd bitmap: dumpable, pfn limit of both, file offset of the
+    page descriptors): the layout after the header and sub-header."""
     bs = hdr.block_size
     half = hdr.bitmap_blocks // 2 * bs
     bm_off = (1 + hdr.sub_hdr_size) * bs
@@ -239,8 +246,13 @@ def memory_chunks(pread: Pread, hdr: KdumpHeader) -> list[MemChunk]:
     bitmap2 = pread(half, bm_off + half)
     if len(bitmap1) != half or len(bitmap2) != half:
         raise DumpDamaged("kdump bitmaps truncated")
-    pages = KdumpPages(pread, hdr, bm_off + 2 * half)
-    limit = min(hdr.max_mapnr, 8 * half)
+    return bitmap1, bitmap2, min(hdr.max_mapnr, 8 * half), bm_off + 2 * half
+
+
+def memory_chunks(pread: Pread, hdr: KdumpHeader) -> list[MemChunk]:
+    bs = hdr.block_size
+    bitmap1, bitmap2, limit, desc_base = _bitmaps(pread, hdr)
+    pages = KdumpPages(pread, hdr, desc_base)
     dumpable = bit_runs(bitmap2, limit)
     chunks: list[MemChunk] = []
     desc = 0
@@ -363,14 +375,9 @@ def data_extent(pread: Pread, size: int) -> tuple[int, int]:
     pread = _bounded(pread, size)
     hdr = _read_header(pread, pread(HDR_SIZE, 0))
     bs = hdr.block_size
-    half = hdr.bitmap_blocks // 2 * bs
-    limit = min(hdr.max_mapnr, 8 * half)
-    bitmap2 = pread(half, (1 + hdr.sub_hdr_size) * bs + half)
-    ndesc = int.from_bytes(bitmap2[:limit // 8], "little").bit_count()
-    if limit % 8:
-        ndesc += (bitmap2[limit // 8] & ((1 << (limit % 8)) - 1)).bit_count()
-    desc_base = (1 + hdr.sub_hdr_size + hdr.bitmap_blocks) * bs
-    fmt = struct.Struct(("<" if hdr.byteorder == "little" else ">") + "QIIQ")
+    _, bitmap2, limit, desc_base = _bitmaps(pread, hdr)
+    ndesc = sum(count for _, count in bit_runs(bitmap2, limit))
+    fmt = struct.Struct(_desc_format(hdr))
     extent = desc_base + DESC_SIZE * ndesc
     step = 65536
     for first in range(0, ndesc, step):
