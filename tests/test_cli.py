@@ -134,17 +134,25 @@ def test_dump_request_shape_defaults_and_the_small_dump_kernel(monkeypatch):
     assert (cmd_dump._buffer_size(None, True), cmd_dump._queue_depth(None, True)) == (2 << 20, 8)
 
 
-@pytest.mark.parametrize("option", [["--queue-depth", "0"], ["--queue-depth", "-3"],
-                                    ["--queue-depth", "65"], ["--buffer-size", "512M"],
-                                    ["--buffer-size", "6148914691236515840"]])
-def test_request_shape_out_of_bounds_is_refused_before_the_disk_is_touched(tmp_path, option, capsys):
-    # --queue-depth -3 used to reach the engine after the busy marker was written (an
-    # OverflowError traceback); an absurd buffer size, an allocation that cannot be made
+@pytest.fixture
+def prepared(tmp_path):
+    """(vmcore, disk): an 8 MiB sparse vmcore and a disk image whose partition 1 is
+    prepared for it, in tmp_path."""
     vmcore = tmp_path / "v.elf"
     size = sparse_vmcore(vmcore, 8 * MIB)
     disk = tmp_path / "d.img"
     create_mbr_image(str(disk), size + 4 * MIB, [(MIB, size + 2 * MIB)])
     assert main(["prepare", str(disk), "-p", "1", "--metadata-only"]) == 0
+    return vmcore, disk
+
+
+@pytest.mark.parametrize("option", [["--queue-depth", "0"], ["--queue-depth", "-3"],
+                                    ["--queue-depth", "65"], ["--buffer-size", "512M"],
+                                    ["--buffer-size", "6148914691236515840"]])
+def test_request_shape_out_of_bounds_is_refused_before_the_disk_is_touched(prepared, option, capsys):
+    # --queue-depth -3 used to reach the engine after the busy marker was written (an
+    # OverflowError traceback); an absurd buffer size, an allocation that cannot be made
+    vmcore, disk = prepared
     before = disk.read_bytes()
     assert main(["dump", "-i", str(vmcore), *option, str(disk)]) == 2
     err = capsys.readouterr().err
@@ -159,13 +167,9 @@ def test_request_shape_out_of_bounds_is_refused_before_the_disk_is_touched(tmp_p
     (["--level", "5"], "--level needs --compress"),
 ])
 def test_compression_level_out_of_range_is_refused_before_the_disk_is_touched(
-        tmp_path, option, message, capsys):
+        prepared, option, message, capsys):
     # the libraries clamp such levels silently, and the console reported the level asked
-    vmcore = tmp_path / "v.elf"
-    size = sparse_vmcore(vmcore, 8 * MIB)
-    disk = tmp_path / "d.img"
-    create_mbr_image(str(disk), size + 4 * MIB, [(MIB, size + 2 * MIB)])
-    assert main(["prepare", str(disk), "-p", "1", "--metadata-only"]) == 0
+    vmcore, disk = prepared
     before = disk.read_bytes()
     assert main(["dump", "-i", str(vmcore), *option, str(disk)]) == 2
     assert f"ERROR: {message}" in capsys.readouterr().err
@@ -180,16 +184,12 @@ def test_compression_level_out_of_range_is_refused_before_the_disk_is_touched(
     (["--verify", "--meta", "/nonexistent/m.meta"], "its directory does not exist"),
     (["--compress", "zstd", "--threads", "99999999999999999999"], "--threads must be 0"),
 ])
-def test_meta_path_and_threads_are_checked_before_the_disk_is_touched(tmp_path, option, message,
-                                                                       capsys):
+def test_meta_path_and_threads_are_checked_before_the_disk_is_touched(tmp_path, prepared, option,
+                                                                       message, capsys):
     # --meta DISK used to replace the dump disk (or the vmcore, or a device node) with a
     # 96-byte text file after a successful dump; a huge --threads failed with an
     # OverflowError traceback after the busy marker was written
-    vmcore = tmp_path / "v.elf"
-    size = sparse_vmcore(vmcore, 8 * MIB)
-    disk = tmp_path / "d.img"
-    create_mbr_image(str(disk), size + 4 * MIB, [(MIB, size + 2 * MIB)])
-    assert main(["prepare", str(disk), "-p", "1", "--metadata-only"]) == 0
+    vmcore, disk = prepared
     before, source = disk.read_bytes(), vmcore.read_bytes()
     names = {"DISK": str(disk), "VMCORE": str(vmcore), "TMP": str(tmp_path)}
     option = [names.get(o, o) for o in option]
@@ -213,12 +213,9 @@ def test_demo_smallest_sample_runs(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra", [[], ["--compress", "zstd"]])
-def test_a_directory_as_vmcore_is_named_in_the_error(tmp_path, extra, capsys):
+def test_a_directory_as_vmcore_is_named_in_the_error(tmp_path, prepared, extra, capsys):
     # it was "zfcpdump: Is a directory", with no path and no "Dump failed"
-    size = sparse_vmcore(tmp_path / "v.elf", 8 * MIB)
-    disk = tmp_path / "d.img"
-    create_mbr_image(str(disk), size + 4 * MIB, [(MIB, size + 2 * MIB)])
-    assert main(["prepare", str(disk), "-p", "1", "--metadata-only"]) == 0
+    _, disk = prepared
     before = disk.read_bytes()
     assert main(["dump", "-i", str(tmp_path), *extra, str(disk)]) == 1
     out = capsys.readouterr()
