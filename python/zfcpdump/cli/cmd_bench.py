@@ -12,6 +12,7 @@ import tempfile
 from typing import Optional
 
 from ..capture import DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_DEPTH, MAX_BUFFER_SIZE, MAX_QUEUE_DEPTH
+from ..disk import device
 from ..errors import EXIT_OK, EXIT_USAGE, DiskRefused, ZfcpdumpError
 
 HELP = """\
@@ -117,7 +118,7 @@ def _usage(args: argparse.Namespace) -> Optional[str]:
             return f"--vmcore {args.vmcore}: {problem}"
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         return f"--json {args.json}: its directory does not exist"
-    if _is_block_device(args.target):
+    if device.is_block_device(args.target):
         return None
     # a disk image of the vmcore's size goes into the target's directory
     nbytes = size if args.vmcore is None else os.path.getsize(args.vmcore)
@@ -127,13 +128,6 @@ def _usage(args: argparse.Namespace) -> Optional[str]:
         return (f"{args.target}: the disk image ({B.fmt_size(nbytes)}) does not fit in {where} "
                 f"({B.fmt_size(free)} free)")
     return None
-
-
-def _is_block_device(path: str) -> bool:
-    try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _vmcore_problem(path: str) -> Optional[str]:
@@ -173,7 +167,6 @@ def _target_problem(args: argparse.Namespace) -> Optional[str]:
         if not args.yes_destroy:
             return (f"{args.target} is a block device: benchmarking DESTROYS its contents; "
                     "add --yes-destroy")
-        from ..disk import device
         try:
             device.check_not_mounted(args.target)
         except DiskRefused as exc:
@@ -248,7 +241,6 @@ def _default_workdir(size: int) -> str:
 
 def _target(args: argparse.Namespace, nbytes: int, created: list[str]):
     from .. import bench as B
-    from ..disk import device
 
     path = args.target
     try:
