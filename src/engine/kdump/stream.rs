@@ -159,18 +159,26 @@ impl Stream {
     /// A stream for the region starting at absolute `start`, buffering `cap` bytes
     /// (rounded up to a multiple of `align`).
     pub fn new(start: u64, cap: usize, align: u64) -> std::io::Result<Stream> {
+        let cap = Self::rounded(cap, align);
+        Ok(Self::over(start, cap, align, Pool::new(1, cap)?, None))
+    }
+
+    fn rounded(cap: usize, align: u64) -> usize {
         let a = align as usize;
-        let cap = cap.div_ceil(a).max(1) * a;
+        cap.div_ceil(a).max(1) * a
+    }
+
+    fn over(start: u64, cap: usize, align: u64, pool: Pool, behind: Option<WriteBehind>) -> Stream {
         let buf_off = start / align * align;
-        Ok(Stream {
+        Stream {
             start,
             buf_off,
             fill: (start - buf_off) as usize,
             cap,
-            behind: None,
-            pool: Pool::new(1, cap)?,
+            behind,
+            pool,
             cur: 0,
-        })
+        }
     }
 
     /// The same with `buffers` buffers, full ones written behind (AIO) while the
@@ -183,18 +191,19 @@ impl Stream {
         buffers: usize,
         direct: bool,
     ) -> std::io::Result<Stream> {
-        let mut s = Stream::new(start, cap, align)?;
         if buffers > 1 && direct {
-            if let (Ok(aio), Ok(pool)) = (Aio::new(buffers), Pool::new(buffers, s.cap)) {
-                s.pool = pool;
-                s.behind = Some(WriteBehind {
+            // only these buffers: no single one allocated (and pre-faulted) first
+            let cap = Self::rounded(cap, align);
+            if let (Ok(aio), Ok(pool)) = (Aio::new(buffers), Pool::new(buffers, cap)) {
+                let behind = WriteBehind {
                     aio,
                     inflight: vec![None; buffers],
                     queued: 0,
-                });
+                };
+                return Ok(Self::over(start, cap, align, pool, Some(behind)));
             }
         }
-        Ok(s)
+        Stream::new(start, cap, align)
     }
 
     /// Absolute offset of the next byte.
