@@ -11,6 +11,8 @@
 #   Debian 13's libraries, unpacked by tests/e2e/assets.py (private apt lists) into
 #   ${ZFCPDUMP_ORACLES:-/var/cache/zfcpdump-oracles}/makedumpfile-sid/root and run
 #   through that root's dynamic loader (tests/oracles/makedumpfile_sid.py).
+# * s390x makedumpfile from sid likewise, in .../makedumpfile-sid-s390x/root, run under
+#   qemu-user (tests/oracles/makedumpfile_s390x.py).
 #
 # Idempotent and quiet; safe to re-run. Needs root (apt-get install); works without a
 # TTY and with stdin closed. Prints one summary line at the end.
@@ -113,12 +115,32 @@ if [ "$(dpkg --print-architecture)" = amd64 ]; then
 fi
 
 # ---------------------------------------------------------------------------
+# 3b. s390x makedumpfile from sid (the Linux 6.12 s390x page-filter oracle), run under
+#     qemu-user through its root's own dynamic loader (tests/oracles/makedumpfile_s390x.py)
+# ---------------------------------------------------------------------------
+SR=$CACHE/makedumpfile-sid-s390x/root
+sid_s390x_version() {
+    qemu-s390x-static "$SR/usr/lib/s390x-linux-gnu/ld64.so.1" \
+        --library-path "$SR/usr/lib/s390x-linux-gnu" "$SR/usr/bin/makedumpfile" -v \
+        </dev/null 2>/dev/null | version_of || true
+}
+SID_S390X_VER=$(sid_s390x_version)
+if [ -z "$SID_S390X_VER" ]; then
+    "${SUDO[@]}" mkdir -p "$CACHE/makedumpfile-sid-s390x"
+    quiet "${SUDO[@]}" python3 "$REPO/tests/e2e/assets.py" unpack --arch s390x \
+        "$SR" trixie,sid "${SID_PKGS[@]}"
+    SID_S390X_VER=$(sid_s390x_version)
+    [ -n "$SID_S390X_VER" ] || die "the s390x makedumpfile from sid does not run under qemu-user"
+fi
+
+# ---------------------------------------------------------------------------
 # 4. Summary
 # ---------------------------------------------------------------------------
 MD_VER=$(qemu-s390x-static -L "$ROOT" "$ROOT/usr/bin/makedumpfile" -v </dev/null 2>/dev/null \
     | version_of || true)
 summary=("zgetdump $ZG_VER (qemu-user)" "makedumpfile s390x ${MD_VER:-MISSING} (qemu-user)")
 [ -z "$SID_VER" ] || summary+=("makedumpfile sid $SID_VER")
+summary+=("makedumpfile sid s390x $SID_S390X_VER (qemu-user)")
 kdf=$(dpkg-query -W -f='${Version}' python3-libkdumpfile 2>/dev/null | sed 's/-[^-]*$//' || true)
 if [ -n "$kdf" ] && /usr/bin/python3 -c 'import kdumpfile' </dev/null >/dev/null 2>&1; then
     summary+=("libkdumpfile $kdf")

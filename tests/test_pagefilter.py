@@ -110,7 +110,7 @@ def test_slab_as_a_page_type_replaces_pg_slab():
 
 @pytest.mark.parametrize("release,arch,message", [
     ("6.13.0-1-amd64", "x86_64", "verified for x86_64 Linux 4.16 to 6.12, the dump is from 6.13"),
-    ("6.3.0", "s390x", "verified for s390x Linux 4.16 to 6.2, the dump is from 6.3.0"),
+    ("6.13.0", "s390x", "verified for s390x Linux 4.16 to 6.12, the dump is from 6.13.0"),
     ("4.15.0", "x86_64", "the dump is from 4.15.0"),
     ("6.1.0", "aarch64", "x86_64 and s390x page tables only, the dump is aarch64"),
 ])
@@ -201,6 +201,36 @@ def test_s390x_dat_tables():
     mem[r3 : r3 + 16] = struct.pack(">QQ", 0x08, 0x04)  # mixed types: no table
     with pytest.raises(FilterUnavailable, match="no DAT table"):
         S390xPageTables.from_vmcoreinfo(read, {"SYMBOL(swapper_pg_dir)": f"{r3:x}"})
+
+
+def test_s390x_root_of_a_relocated_kernel_image():
+    """From Linux 6.10 swapper_pg_dir's address is in the kernel image's virtual mapping
+    (KERNELOFFSET) and the table is at KERNELOFFPHYS plus the same offset: the walk
+    starts there (the numbers of Debian 13's 6.12 kernel, as QEMU ran it)."""
+    mem = bytearray(0x2050000)
+    root = 0x3FFF_FF40_000 - 0x3FFF_E7F_8000 + 0x8F_8000
+    assert root == 0x204_0000
+    for i in range(2048):
+        struct.pack_into(">Q", mem, root + 8 * i, 0x20 | 0x04)
+    struct.pack_into(">Q", mem, root, (1 << 31) | 0x400 | 0x04)  # 2 GiB large page
+    read = lambda a, n: bytes(mem[a : a + n])  # noqa: E731
+    fields = {"SYMBOL(swapper_pg_dir)": "3fffff40000", "KERNELOFFSET": "3fffe7f8000",
+              "KERNELOFFPHYS": "8f8000"}
+    mmu = S390xPageTables.from_vmcoreinfo(read, fields)
+    assert (mmu.root, mmu.top_level) == (root, 1)
+    assert mmu.translate(0x1234) == ((1 << 31) + 0x1234, (1 << 31) - 0x1234)
+    # up to 6.9 (no KERNELOFFPHYS) the symbol is the physical address itself
+    with pytest.raises(FilterUnavailable, match="no DAT table"):
+        S390xPageTables.from_vmcoreinfo(lambda a, n: bytes(n), {**fields, "KERNELOFFPHYS": "0"})
+    del fields["KERNELOFFSET"]
+    with pytest.raises(FilterUnavailable, match=r"VMCOREINFO has no KERNELOFFSET"):
+        S390xPageTables.from_vmcoreinfo(read, fields)
+    fields["KERNELOFFSET"] = "3ffffffffff"
+    with pytest.raises(FilterUnavailable, match="below the kernel image"):
+        S390xPageTables.from_vmcoreinfo(read, fields)
+    fields["KERNELOFFSET"] = "zz"
+    with pytest.raises(FilterUnavailable, match="KERNELOFFSET='zz' is not a hex number"):
+        S390xPageTables.from_vmcoreinfo(read, fields)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,9 @@ userland from the host's Debian 12 lists as for the others.
 Stdlib only: `.ci/install-e2e.sh` runs it with the system python3
 (`python3 tests/e2e/assets.py fetch x86_64`) before any venv exists, and
 `.ci/install-oracles.sh` unpacks sid's makedumpfile with it
-(`python3 tests/e2e/assets.py unpack DEST SUITE[,SUITE] PACKAGE[/SUITE]...`).
+(`python3 tests/e2e/assets.py unpack [--arch DEBARCH] DEST SUITE[,SUITE]
+PACKAGE[/SUITE]...`; a package the mirror lists but does not hold is tried from the
+other suites).
 """
 
 from __future__ import annotations
@@ -190,10 +192,11 @@ def host_mirror() -> str:
     raise FetchError(f"no Debian {codename} main in the host's apt lists (apt-get update)")
 
 
-def suite_apt(work: Path, suites: list[str], log=lambda s: None) -> list[str]:
-    """apt options for packages of other Debian suites (host architecture): a private
-    sources list naming only them on the host's mirror, private lists and caches in
-    `work`, updated here. The host's apt state stays untouched."""
+def suite_apt(work: Path, suites: list[str], log=lambda s: None,
+              deb_arch: Optional[str] = None) -> list[str]:
+    """apt options for packages of other Debian suites (the host's architecture, or
+    `deb_arch`): a private sources list naming only them on the host's mirror, private
+    lists and caches in `work`, updated here. The host's apt state stays untouched."""
     (work / "lists" / "partial").mkdir(parents=True, exist_ok=True)
     (work / "cache").mkdir(exist_ok=True)
     (work / "sources.list.d").mkdir(exist_ok=True)
@@ -208,7 +211,9 @@ def suite_apt(work: Path, suites: list[str], log=lambda s: None) -> list[str]:
             "-o", "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"]
     if os.geteuid() == 0:
         opts += ["-o", "APT::Sandbox::User=root"]
-    log(f"apt-get update ({', '.join(suites)} lists)")
+    if deb_arch:
+        opts += ["-o", f"APT::Architecture={deb_arch}", "-o", f"APT::Architectures={deb_arch}"]
+    log(f"apt-get update ({', '.join(suites)} lists{' for ' + deb_arch if deb_arch else ''})")
     _run(["apt-get", *opts, "-qq", "update"])
     return opts
 
@@ -232,16 +237,33 @@ def _unpack(debs: Path, dest: Path) -> list[str]:
     return names
 
 
+def _download_each(packages: list[str], suites: list[str], opts: list[str], debs: Path,
+                   log) -> None:
+    """Each of `packages` (NAME or NAME/SUITE) on its own; a version the mirror lists but
+    does not hold (404) is tried from the other suites in turn."""
+    for spec in packages:
+        name, _, suite = spec.partition("/")
+        tries = [spec] + [f"{name}/{s}" for s in suites if s != suite]
+        for i, attempt in enumerate(tries):
+            try:
+                _download([attempt], opts, debs, log)
+                break
+            except FetchError:
+                if i == len(tries) - 1:
+                    raise
+
+
 def unpack_from_suites(dest: Path, suites: list[str], packages: list[str],
-                       log=lambda s: None) -> list[str]:
-    """Download `packages` (NAME or NAME/SUITE) of other Debian suites and unpack them
-    into `dest`; apt's state lives beside it (dest/../apt) and goes afterwards."""
+                       log=lambda s: None, deb_arch: Optional[str] = None) -> list[str]:
+    """Download `packages` (NAME or NAME/SUITE) of other Debian suites (for `deb_arch`,
+    default the host's) and unpack them into `dest`; apt's state lives beside it
+    (dest/../apt) and goes afterwards."""
     work = dest.parent
-    opts = suite_apt(work / "apt", suites, log)
+    opts = suite_apt(work / "apt", suites, log, deb_arch)
     debs = work / "debs"
     shutil.rmtree(debs, ignore_errors=True)
     debs.mkdir(parents=True)
-    _download(packages, opts, debs, log)
+    _download_each(packages, suites, opts, debs, log)
     names = _unpack(debs, dest)
     shutil.rmtree(debs)
     shutil.rmtree(work / "apt")
@@ -351,10 +373,12 @@ def kernel_paths(base: Path) -> tuple[Path, Path, str]:
                      f"{base / 'root'}")
 
 
-def unpack_main(dest: str, suites: str, packages: list[str]) -> int:
+def unpack_main(dest: str, suites: str, packages: list[str],
+                deb_arch: Optional[str] = None) -> int:
     try:
         names = unpack_from_suites(Path(dest), suites.split(","), packages,
-                                   log=lambda s: print(f"e2e assets: {s}", file=sys.stderr))
+                                   log=lambda s: print(f"e2e assets: {s}", file=sys.stderr),
+                                   deb_arch=deb_arch)
     except FetchError as exc:
         print(f"e2e assets: {exc}", file=sys.stderr)
         return 1
@@ -363,11 +387,14 @@ def unpack_main(dest: str, suites: str, packages: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) >= 6 and argv[:2] == ["unpack", "--arch"]:
+        return unpack_main(argv[3], argv[4], argv[5:], deb_arch=argv[2])
     if len(argv) >= 4 and argv[0] == "unpack":
         return unpack_main(argv[1], argv[2], argv[3:])
     if len(argv) != 2 or argv[0] != "fetch" or argv[1] not in ARCHES:
         print(f"usage: assets.py fetch {{{','.join(ARCHES)}}}\n"
-              "       assets.py unpack DEST SUITE[,SUITE] PACKAGE[/SUITE]...", file=sys.stderr)
+              "       assets.py unpack [--arch DEBARCH] DEST SUITE[,SUITE] PACKAGE[/SUITE]...",
+              file=sys.stderr)
         return 2
     arch = ARCHES[argv[1]]
     try:

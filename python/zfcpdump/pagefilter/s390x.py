@@ -1,11 +1,15 @@
 """Virtual to physical addresses of a crashed s390x kernel, through its own DAT tables
 (`swapper_pg_dir`, the kernel ASCE's top table): region-first/second/third tables of
 2048 entries, a segment table of 2048, page tables of 256; 2 GiB (region-third) and
-1 MiB (segment) large pages. Needed for the `struct page` array (vmemmap); the kernel
-image and the direct map of the kernels handled here are identity mapped.
+1 MiB (segment) large pages. Needed for the `struct page` array (vmemmap) and, from
+Linux 6.10, for everything else: the kernel image and the direct map left their
+physical addresses then.
 
-The ASCE itself is not in VMCOREINFO: the top table's type is read from the table-type
-bits its valid entries carry."""
+The walk starts at swapper_pg_dir's physical address. Up to Linux 6.9 the kernel image
+is mapped at its physical address, so SYMBOL(swapper_pg_dir) is that; from 6.10 the
+image is at KERNELOFFSET in virtual memory and at KERNELOFFPHYS in physical memory,
+both in VMCOREINFO. The ASCE itself is not in VMCOREINFO: the top table's type is read
+from the table-type bits its valid entries carry."""
 
 from __future__ import annotations
 
@@ -24,6 +28,27 @@ SHIFTS = {3: 53, 2: 42, 1: 31, 0: 20}
 TABLE_BYTES = 2048 * 8
 
 
+def _hex(fields: Mapping[str, str], key: str) -> int:
+    try:
+        return int(fields[key], 16)
+    except KeyError:
+        raise FilterUnavailable(f"VMCOREINFO has no {key}") from None
+    except ValueError:
+        raise FilterUnavailable(f"VMCOREINFO {key}={fields[key]!r} is not a hex number") from None
+
+
+def kernel_image_phys(fields: Mapping[str, str], key: str) -> int:
+    """Physical address of the kernel image symbol VMCOREINFO names `key`."""
+    va = _hex(fields, key)
+    if "KERNELOFFPHYS" not in fields:
+        return va  # up to Linux 6.9: the image is where its addresses say
+    offset, phys = _hex(fields, "KERNELOFFSET"), _hex(fields, "KERNELOFFPHYS")
+    if va < offset:
+        raise FilterUnavailable(f"VMCOREINFO {key}={va:#x} is below the kernel image "
+                                f"(KERNELOFFSET={offset:#x})")
+    return va - offset + phys
+
+
 class S390xPageTables(PageTableWalker):
     entry_format = ">Q"
 
@@ -34,12 +59,7 @@ class S390xPageTables(PageTableWalker):
 
     @classmethod
     def from_vmcoreinfo(cls, read_phys: ReadPhys, fields: Mapping[str, str]) -> "S390xPageTables":
-        try:
-            root = int(fields["SYMBOL(swapper_pg_dir)"], 16)
-        except KeyError:
-            raise FilterUnavailable("VMCOREINFO has no SYMBOL(swapper_pg_dir)") from None
-        except ValueError as exc:
-            raise FilterUnavailable(f"VMCOREINFO: {exc}") from None
+        root = kernel_image_phys(fields, "SYMBOL(swapper_pg_dir)")
         table = read_phys(root, TABLE_BYTES)
         types = {(e & TYPE_MASK) >> 2 for (e,) in struct.iter_unpack(">Q", table)
                  if e and not e & ENTRY_INVALID}

@@ -1,0 +1,216 @@
+"""The memory of a running s390x Linux 6.12 (Debian 13's kernel), as QEMU's
+`dump-guest-memory` writes it: the input of the Linux 6.12 s390x page-filter check.
+
+From Linux 6.10 the s390x kernel image and its direct map no longer sit at their
+physical addresses; the only s390x kernel with CRASH_DUMP here is the 6.1 sample, and
+Debian's s390x kernels have none, so no kdump of a 6.12 kernel can be made. The page
+classes (free, cache, user) are a property of the memory, not of how it was captured,
+and QEMU's image of the running guest carries the kernel's VMCOREINFO in memory (the
+lowcore points to it), as the 6.1 sample does.
+
+    fetch(): linux-image-6.12.*-s390x and busybox-static from Debian 13 (s390x),
+             unpacked once into $ZFCPDUMP_E2E_CACHE/s390x-6.12-memory/root
+    build(): a busybox initramfs whose /init fills page cache, shmem and a process's
+             anonymous memory, boots the kernel under qemu-system-s390x (TCG, 512 MiB,
+             2 CPUs), waits for its READY line and has QEMU write the memory (QMP)
+
+`python tests/e2e/guest_memory.py OUT.elf` (in the test venv) builds one by hand.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from e2e import assets  # noqa: E402
+from e2e.initramfs import Cpio  # noqa: E402
+
+SUITE = "trixie"
+QEMU = "qemu-system-s390x"
+MEM_MIB = 512
+CPUS = 2
+READY = "ZFCPDUMP-MEMORY-READY"
+#: a kernel package name of Debian 13's 6.12 s390x kernels
+KERNEL_NAME = re.compile(r"^linux-image-(6\.12\.(\d+)\+deb13-s390x)$")
+
+# Page cache and shmem (files in tmpfs), a subshell holding 18 MB of anonymous memory
+# (a loop as its last command: ash would exec a plain one and drop the memory),
+# the rest free. drop_caches first: the classes are what the kernel holds afterwards.
+INIT = f"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t devtmpfs dev /dev
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t tmpfs tmp /tmp
+head -c 24000000 /dev/urandom > /tmp/random
+dd if=/dev/zero of=/tmp/zeros bs=1M count=8 2>/dev/null
+(x=$(head -c 6000000 /dev/urandom | od -An -tx1); echo "held ${{#x}}" > /tmp/held
+ while :; do sleep 100000; done) &
+while [ ! -s /tmp/held ]; do sleep 1; done
+cat /tmp/held
+echo 3 > /proc/sys/vm/drop_caches
+grep -E 'MemFree|^Cached|AnonPages|Shmem:' /proc/meminfo
+echo {READY}
+exec sleep 100000
+"""
+
+
+class GuestMemoryError(RuntimeError):
+    """The image could not be made (with what QEMU or apt said)."""
+
+
+def cache_dir() -> Path:
+    return assets.cache_dir(assets.ARCHES["s390x"]).parent / "s390x-6.12-memory"
+
+
+def _kernel_packages(opts: list[str]) -> list[str]:
+    """Debian 13's s390x 6.12 kernel packages, newest first."""
+    out = assets._run(["apt-cache", *opts, "search", "--names-only",
+                       r"^linux-image-6\.12\.[0-9]+\+deb13-s390x$"])
+    found = [(int(m.group(2)), m.group(0)) for line in out.splitlines()
+             if (m := KERNEL_NAME.match(line.split(" - ")[0].strip()))]
+    return [name for _, name in sorted(found, reverse=True)]
+
+
+def fetch(log=lambda s: None) -> Path:
+    """The unpacked packages' root (fetched once). Raises assets.FetchError."""
+    base = cache_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        root = base / "root"
+        if list(root.glob("boot/vmlinuz-6.12.*")) and (root / "usr/bin/busybox").is_file():
+            return root
+        opts = assets.suite_apt(base / "apt", [SUITE], log, deb_arch="s390x")
+        debs = base / "debs"
+        shutil.rmtree(debs, ignore_errors=True)
+        debs.mkdir()
+        # the mirror may list a version it does not hold yet: the newest that downloads
+        errors = []
+        for name in _kernel_packages(opts):
+            try:
+                assets._download([name], opts, debs, log)
+                break
+            except assets.FetchError as exc:
+                errors.append(str(exc).splitlines()[-1])
+        else:
+            raise assets.FetchError("no Debian 13 s390x 6.12 kernel downloads: "
+                                    + ("; ".join(errors) or "none listed"))
+        assets._download(["busybox-static"], opts, debs, log)
+        assets._unpack(debs, root)
+        shutil.rmtree(debs)
+        shutil.rmtree(base / "apt")
+        return root
+
+
+def _initramfs(root: Path, target: Path) -> None:
+    cpio = Cpio()
+    for d in ("bin", "dev", "proc", "sys", "tmp"):
+        cpio.dir(d)
+    cpio.copy("bin/busybox", root / "usr/bin/busybox", 0o755)
+    cpio.file("init", INIT.encode(), 0o755)
+    cpio.write(target)
+
+
+class _Qmp:
+    def __init__(self, path: Path, timeout: float):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rwb")
+        self._reply()  # the greeting
+        self.execute("qmp_capabilities")
+
+    def _reply(self) -> dict:
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise GuestMemoryError("QEMU closed its QMP socket")
+            msg = json.loads(line)
+            if "event" not in msg:
+                return msg
+
+    def execute(self, command: str, **arguments) -> dict:
+        req = {"execute": command, **({"arguments": arguments} if arguments else {})}
+        self.file.write(json.dumps(req).encode() + b"\n")
+        self.file.flush()
+        msg = self._reply()
+        if "error" in msg:
+            raise GuestMemoryError(f"QMP {command}: {msg['error'].get('desc', msg['error'])}")
+        return msg.get("return", {})
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def build(out: Path, workdir: Path, *, boot_timeout: float = 300, log=lambda s: None) -> dict:
+    """Boot, wait for READY, write the guest's memory as ELF to `out`. Returns figures
+    (kernel, boot and dump seconds, the guest's meminfo lines). Raises
+    GuestMemoryError or assets.FetchError."""
+    if shutil.which(QEMU) is None:
+        raise GuestMemoryError(f"{QEMU} not found (bash .ci/install-e2e.sh)")
+    root = fetch(log)
+    kernel = sorted(root.glob("boot/vmlinuz-6.12.*"))[-1]
+    initrd, console, qmp_path = (workdir / "memory-initrd.gz", workdir / "memory-console.log",
+                                 workdir / "memory-qmp.sock")
+    _initramfs(root, initrd)
+    qmp_path.unlink(missing_ok=True)
+    cmd = [QEMU, "-M", "s390-ccw-virtio", "-cpu", "max", "-accel", "tcg", "-m", str(MEM_MIB),
+           "-smp", str(CPUS), "-nodefaults", "-display", "none", "-serial", "none",
+           "-chardev", f"file,id=con,path={console}", "-device", "sclpconsole,chardev=con",
+           "-qmp", f"unix:{qmp_path},server=on,wait=off",
+           "-kernel", str(kernel), "-initrd", str(initrd),
+           "-append", "console=ttysclp0 panic=-1"]
+    start = time.monotonic()
+    qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        while READY not in (console.read_text(errors="replace") if console.exists() else ""):
+            if qemu.poll() is not None:
+                raise GuestMemoryError(f"QEMU exited ({qemu.returncode}) before the guest was "
+                                       f"ready: {qemu.stdout.read().decode(errors='replace')[-500:]}"
+                                       f" (console: {console})")
+            if time.monotonic() - start > boot_timeout:
+                raise GuestMemoryError(f"the guest was not ready in {boot_timeout:.0f} s "
+                                       f"(console: {console})")
+            time.sleep(0.5)
+        booted = time.monotonic()
+        qmp = _Qmp(qmp_path, timeout=boot_timeout)
+        try:
+            out.unlink(missing_ok=True)
+            qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{out}")
+            dumped = time.monotonic()
+            qmp.execute("quit")
+        finally:
+            qmp.close()
+        qemu.wait(timeout=60)
+    finally:
+        if qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
+        qemu.stdout.close()
+    text = console.read_text(errors="replace")
+    return {"kernel": kernel.name, "boot_s": booted - start, "dump_s": dumped - booted,
+            "meminfo": [ln.strip() for ln in text.splitlines()
+                        if re.match(r"\s*(MemFree|Cached|AnonPages|Shmem):", ln)]}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: guest_memory.py OUT.elf")
+    target = Path(sys.argv[1]).resolve()
+    try:
+        figures = build(target, target.parent, log=lambda s: print(s, file=sys.stderr))
+    except (GuestMemoryError, assets.FetchError) as exc:
+        sys.exit(f"guest_memory: {exc}")
+    print(json.dumps(figures))
