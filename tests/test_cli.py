@@ -44,11 +44,36 @@ def test_version_is_the_installed_one_and_read_only_when_asked():
     assert res.stdout == "False\n", res.stderr
 
 
-def test_usage_error_exit_2():
-    res = run_cli("prepare")
+@pytest.mark.parametrize("args, message", [
+    (["prepare"], "zfcpdump prepare: error: the following arguments are required: PARTITION"),
+    (["dump", "--engine", "fortran"], "zfcpdump dump: error: argument --engine: invalid choice"),
+    (["dump", "--queue-depth", "x"], "zfcpdump dump: error: argument --queue-depth: 'x' is not "
+     "a number"),
+    (["dump", "--buffer-size", "3q"], "zfcpdump dump: error: argument --buffer-size: '3q' is "
+     "not a size"),
+    (["info", "a", "b"], "zfcpdump info: error: unrecognized arguments: b"),
+    (["frobnicate"], "zfcpdump: error: argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_usage_error_is_one_line_exit_2(args, message):
+    # argparse printed its usage block above the error (10 lines for dump) and named a
+    # type function ("invalid _depth value")
+    res = run_cli(*args)
     assert res.returncode == 2
-    res = run_cli("dump", "--engine", "fortran")
-    assert res.returncode == 2
+    assert len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.stderr.startswith(message) and "--help)" in res.stderr, res.stderr
+
+
+def test_options_may_come_between_positionals(tmp_path, capsys):
+    # `copy DUMP --fmt s390 OUT` took OUT for an unrecognized argument
+    src = tmp_path / "v.elf"
+    sparse_vmcore(src, 4 * MIB)
+    for i, args in enumerate((["--fmt", "s390", "SRC", "OUT"], ["SRC", "--fmt", "s390", "OUT"],
+                              ["SRC", "OUT", "--fmt", "s390"])):
+        out = tmp_path / f"out{i}.s390"
+        names = {"SRC": str(src), "OUT": str(out)}
+        assert main(["copy", *(names.get(a, a) for a in args)]) == 0
+        assert out.read_bytes() == (tmp_path / "out0.s390").read_bytes()
+    assert (tmp_path / "out0.s390").read_bytes()[:8] == bytes.fromhex("a8190173618f23fd")
 
 
 def test_missing_vmcore_is_one_line_no_traceback(tmp_path):

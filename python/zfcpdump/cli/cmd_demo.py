@@ -39,7 +39,10 @@ MAX_MEMORY_MIB = 64 << 10
 
 
 def _memory_mib(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not MIN_MEMORY_MIB <= value <= MAX_MEMORY_MIB:
         raise argparse.ArgumentTypeError(f"must be {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB}")
     return value

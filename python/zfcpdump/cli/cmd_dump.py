@@ -118,7 +118,11 @@ def _size(text: str) -> int:
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     t = text.strip().lower()
     mult = units.get(t[-1:], 1)
-    value = int(t[:-1] if t[-1:] in units else t) * mult
+    try:
+        value = int(t[:-1] if t[-1:] in units else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or a number "
+                                         "with K, M or G)") from None
     if value < 4096 or value % 4096:
         raise argparse.ArgumentTypeError("must be a multiple of 4096")
     if value > MAX_BUFFER_SIZE:
@@ -127,7 +131,10 @@ def _size(text: str) -> int:
 
 
 def _depth(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 1 <= value <= MAX_QUEUE_DEPTH:
         raise argparse.ArgumentTypeError(f"must be 1 to {MAX_QUEUE_DEPTH}")
     return value

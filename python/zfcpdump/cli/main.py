@@ -11,7 +11,7 @@ import argparse
 import importlib
 import signal
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from ..errors import EXIT_FAILED, EXIT_SIGNAL_BASE, EXIT_USAGE, ZfcpdumpError
 
@@ -56,8 +56,16 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line for a usage error (the usage block is what --help is for); the
+    subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="zfcpdump",
         description="Capture a crashed Linux system's memory (/proc/vmcore) to a prepared "
         "SCSI dump partition, byte-compatible with s390-tools, and read dumps back.",
@@ -80,6 +88,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     return parser, modules
 
 
+def _parse(parser: argparse.ArgumentParser, args_list: list[str]) -> argparse.Namespace:
+    """Options may also come between a command's positionals (`copy DUMP --fmt s390
+    OUT`), which plain parsing takes the second positional for an unknown argument."""
+    args, extra = parser.parse_known_args(args_list)
+    if not extra:
+        return args
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub = commands.choices.get(args.command) if args.command else None
+    if sub is None:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    at = args_list.index(args.command)
+    # a fresh namespace (the global options only): counted options must not add up twice
+    fresh = argparse.Namespace(debug=args.debug, command=args.command)
+    return sub.parse_intermixed_args(args_list[at + 1:], namespace=fresh)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser, modules = build_parser()
@@ -87,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          ("-h", "--help", "--version", "--debug")):
         args_list = ["dump", *args_list]
     try:
-        args = parser.parse_args(args_list)
+        args = _parse(parser, args_list)
     except SystemExit as exc:
         return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
     if args.command is None:
