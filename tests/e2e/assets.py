@@ -17,7 +17,8 @@ s390x kernel has no CRASH_DUMP), decompressed into `kernel/bzImage` of the cache
 its packages come through a separate lists directory (`lists/`, `aptcache/`).
 `x86_64-6.12` is x86_64 with the kernel of Debian 13 (trixie): `kernel_suite` takes
 the kernel package from that suite (a private sources list, `suite_apt()`), the
-userland from the host's Debian 12 lists as for the others.
+userland from the host's Debian 12 lists as for the others. `x86_64-6.17` takes the
+newest 6.17 kernel of trixie-backports that downloads (`kernel_match`).
 
 Stdlib only: `.ci/install-e2e.sh` runs it with the system python3
 (`python3 tests/e2e/assets.py fetch x86_64`) before any venv exists, and
@@ -77,6 +78,9 @@ class Arch:
     pure_python: bool = False      # by default zfcpdump goes in as .py files (no Rust)
     rust_target: Optional[str] = None  # cross-build the Rust extension for it (None: host)
     kernel_suite: Optional[str] = None  # Debian suite of the kernel (None: the host's)
+    # the newest kernel image package of that suite whose name matches (group 1: its
+    # version) and that downloads, instead of kernel_package's dependency
+    kernel_match: Optional[str] = None
     cache_key: Optional[str] = None  # ARCHES key and cache directory (None: name)
 
     @property
@@ -116,6 +120,10 @@ ARCHES = {
     "x86_64": _X86_64,
     # Debian 13's 6.12 kernel (first and dump kernel) with Debian 12's userland
     "x86_64-6.12": dataclasses.replace(_X86_64, kernel_suite="trixie", cache_key="x86_64-6.12"),
+    # Debian 13's backports kernel 6.17 (the newest line makedumpfile 1.7.8 reads right)
+    "x86_64-6.17": dataclasses.replace(_X86_64, kernel_suite="trixie-backports",
+                                       kernel_match=r"^linux-image-(6\.17\.\d+)\+deb13-amd64$",
+                                       cache_key="x86_64-6.17"),
     # The kernel comes from the shared sample (CRASH_DUMP, everything built in, so no
     # modules). By default the guest gets the package as pure Python and zfcpdump falls
     # back to its Python engine; a second guest gets the Rust extension cross-built for
@@ -270,6 +278,28 @@ def unpack_from_suites(dest: Path, suites: list[str], packages: list[str],
     return names
 
 
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", version))
+
+
+def download_newest(pattern: str, opts: list[str], debs: Path, log) -> str:
+    """Download the newest package whose name matches `pattern` (group 1: its version)
+    that the mirror holds: its lists may name a version whose file is gone or not there
+    yet (404). Returns the name."""
+    rx = re.compile(pattern)
+    out = _run(["apt-cache", *opts, "pkgnames"])
+    names = {m.group(0): m.group(1) for line in out.splitlines() if (m := rx.match(line))}
+    errors = []
+    for name in sorted(names, key=lambda n: _version_key(names[n]), reverse=True):
+        try:
+            _download([name], opts, debs, log)
+            return name
+        except FetchError as exc:
+            errors.append(str(exc).strip().splitlines()[-1])
+    raise FetchError(f"no package matching {pattern} downloads: "
+                     + ("; ".join(errors) or "none listed"))
+
+
 def _kernel_image_package(arch: Arch, opts: list[str]) -> str:
     """linux-image-amd64 is a metapackage: the image is its one linux-image-* dependency."""
     out = _run(["apt-cache", *opts, "depends", arch.kernel_package])
@@ -291,6 +321,8 @@ def fetch(arch: Arch, log=lambda s: None) -> Path:
         wanted = "packages: " + " ".join(sorted(arch.packages))
         if arch.kernel_suite:
             wanted += f"; kernel from {arch.kernel_suite}"
+        if arch.kernel_match:
+            wanted += f" matching {arch.kernel_match}"
         if (stamp.exists() and (base / "root").is_dir()
                 and stamp.read_text().splitlines()[:1] == [wanted]):
             return base
@@ -313,7 +345,10 @@ def fetch(arch: Arch, log=lambda s: None) -> Path:
             _download(packages, opts, debs, log)
         if arch.kernel_suite:
             kopts = suite_apt(base / "apt", [arch.kernel_suite], log)
-            _download([_kernel_image_package(arch, kopts)], kopts, debs, log)
+            if arch.kernel_match:
+                download_newest(arch.kernel_match, kopts, debs, log)
+            else:
+                _download([_kernel_image_package(arch, kopts)], kopts, debs, log)
             shutil.rmtree(base / "apt")  # the suite's lists: tens of MB
         names = _unpack(debs, base / "root")
         # The .debs are not needed any more (the kernel one alone is ~70 MB).

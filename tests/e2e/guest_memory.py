@@ -39,8 +39,8 @@ QEMU = "qemu-system-s390x"
 MEM_MIB = 512
 CPUS = 2
 READY = "ZFCPDUMP-MEMORY-READY"
-#: a kernel package name of Debian 13's 6.12 s390x kernels
-KERNEL_NAME = re.compile(r"^linux-image-(6\.12\.(\d+)\+deb13-s390x)$")
+#: Debian 13's 6.12 s390x kernel packages (the newest that downloads is taken)
+KERNEL_PACKAGE = r"^linux-image-(6\.12\.\d+)\+deb13-s390x$"
 
 # Page cache and shmem (files in tmpfs), a subshell holding 18 MB of anonymous memory
 # (a loop as its last command: ash would exec a plain one and drop the memory),
@@ -72,15 +72,6 @@ def cache_dir() -> Path:
     return assets.cache_dir(assets.ARCHES["s390x"]).parent / "s390x-6.12-memory"
 
 
-def _kernel_packages(opts: list[str]) -> list[str]:
-    """Debian 13's s390x 6.12 kernel packages, newest first."""
-    out = assets._run(["apt-cache", *opts, "search", "--names-only",
-                       r"^linux-image-6\.12\.[0-9]+\+deb13-s390x$"])
-    found = [(int(m.group(2)), m.group(0)) for line in out.splitlines()
-             if (m := KERNEL_NAME.match(line.split(" - ")[0].strip()))]
-    return [name for _, name in sorted(found, reverse=True)]
-
-
 def fetch(log=lambda s: None) -> Path:
     """The unpacked packages' root (fetched once). Raises assets.FetchError."""
     base = cache_dir()
@@ -94,17 +85,7 @@ def fetch(log=lambda s: None) -> Path:
         debs = base / "debs"
         shutil.rmtree(debs, ignore_errors=True)
         debs.mkdir()
-        # the mirror may list a version it does not hold yet: the newest that downloads
-        errors = []
-        for name in _kernel_packages(opts):
-            try:
-                assets._download([name], opts, debs, log)
-                break
-            except assets.FetchError as exc:
-                errors.append(str(exc).splitlines()[-1])
-        else:
-            raise assets.FetchError("no Debian 13 s390x 6.12 kernel downloads: "
-                                    + ("; ".join(errors) or "none listed"))
+        assets.download_newest(KERNEL_PACKAGE, opts, debs, log)
         assets._download(["busybox-static"], opts, debs, log)
         assets._unpack(debs, root)
         shutil.rmtree(debs)
@@ -164,7 +145,8 @@ def build(out: Path, workdir: Path, *, boot_timeout: float = 300, log=lambda s: 
     initrd, console, qmp_path = (workdir / "memory-initrd.gz", workdir / "memory-console.log",
                                  workdir / "memory-qmp.sock")
     _initramfs(root, initrd)
-    qmp_path.unlink(missing_ok=True)
+    for stale in (qmp_path, console):  # an earlier run's READY line must not count
+        stale.unlink(missing_ok=True)
     cmd = [QEMU, "-M", "s390-ccw-virtio", "-cpu", "max", "-accel", "tcg", "-m", str(MEM_MIB),
            "-smp", str(CPUS), "-nodefaults", "-display", "none", "-serial", "none",
            "-chardev", f"file,id=con,path={console}", "-device", "sclpconsole,chardev=con",
