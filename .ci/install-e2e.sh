@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the end-to-end dump-kernel tests (tests/test_e2e_x86_64.py,
-# tests/test_e2e_x86_64_612.py, tests/test_e2e_x86_64_617.py, tests/test_e2e_s390x.py)
+# tests/test_e2e_x86_64_612.py, tests/test_e2e_x86_64_backports.py, tests/test_e2e_s390x.py)
 # need:
 #
 # * host packages (Debian 12): qemu-system-x86 (QEMU + SeaBIOS), qemu-system-misc
@@ -10,8 +10,9 @@
 #   `dpkg-deb -x` into ${ZFCPDUMP_E2E_CACHE:-/var/cache/zfcpdump-e2e}/<arch>:
 #   x86_64: Debian's kernel (linux-image-amd64's image package, with its modules);
 #   x86_64-6.12: the same with Debian 13's kernel (its lists in a private apt state);
-#   x86_64-6.17: the same with the newest 6.17 kernel of trixie-backports;
-#   both: busybox-static, kexec-tools and its libraries, python3.11-minimal,
+#   x86_64-6.16, x86_64-6.17: the same with the newest kernel of each line in
+#   trixie-backports;
+#   all: busybox-static, kexec-tools and its libraries, python3.11-minimal,
 #   libpython3.11-stdlib and their libraries, python3-pyelftools (tests/e2e/assets.py
 #   has the list). s390x packages come through a separate apt lists directory inside
 #   the cache (the host's apt state is untouched), and the s390x kernel is the sample
@@ -47,6 +48,7 @@ fetch() {
 }
 summary=$(fetch x86_64)
 summary612=$(fetch x86_64-6.12)
+summary616=$(fetch x86_64-6.16)
 summary617=$(fetch x86_64-6.17)
 
 # 3. s390x: guest packages (separate lists directory) and the sample kernel.
@@ -62,5 +64,5 @@ s390x=$("${SUDO[@]}" env ZFCPDUMP_E2E_CACHE="$CACHE" \
 
 qv=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
 echo "e2e: qemu-system-x86/misc $qv; ${summary#e2e assets: }; ${summary612#e2e assets: };" \
-     "${summary617#e2e assets: };" \
+     "${summary616#e2e assets: }; ${summary617#e2e assets: };" \
      "${s390x#e2e assets: } ($((SECONDS - START))s)"

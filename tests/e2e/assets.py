@@ -17,8 +17,9 @@ s390x kernel has no CRASH_DUMP), decompressed into `kernel/bzImage` of the cache
 its packages come through a separate lists directory (`lists/`, `aptcache/`).
 `x86_64-6.12` is x86_64 with the kernel of Debian 13 (trixie): `kernel_suite` takes
 the kernel package from that suite (a private sources list, `suite_apt()`), the
-userland from the host's Debian 12 lists as for the others. `x86_64-6.17` takes the
-newest 6.17 kernel of trixie-backports that downloads (`kernel_match`).
+userland from the host's Debian 12 lists as for the others. `x86_64-6.16` and
+`x86_64-6.17` take the newest kernel of that line in trixie-backports that downloads
+(`kernel_match`).
 
 Stdlib only: `.ci/install-e2e.sh` runs it with the system python3
 (`python3 tests/e2e/assets.py fetch x86_64`) before any venv exists, and
@@ -120,10 +121,10 @@ ARCHES = {
     "x86_64": _X86_64,
     # Debian 13's 6.12 kernel (first and dump kernel) with Debian 12's userland
     "x86_64-6.12": dataclasses.replace(_X86_64, kernel_suite="trixie", cache_key="x86_64-6.12"),
-    # Debian 13's backports kernel 6.17 (the newest line makedumpfile 1.7.8 reads right)
-    "x86_64-6.17": dataclasses.replace(_X86_64, kernel_suite="trixie-backports",
-                                       kernel_match=r"^linux-image-(6\.17\.\d+)\+deb13-amd64$",
-                                       cache_key="x86_64-6.17"),
+    # Debian 13's backports kernels 6.16 and 6.17 (the newest of each line that downloads)
+    **{f"x86_64-6.{n}": dataclasses.replace(
+        _X86_64, kernel_suite="trixie-backports", cache_key=f"x86_64-6.{n}",
+        kernel_match=rf"^linux-image-(6\.{n}\.\d+)\+deb13-amd64$") for n in (16, 17)},
     # The kernel comes from the shared sample (CRASH_DUMP, everything built in, so no
     # modules). By default the guest gets the package as pure Python and zfcpdump falls
     # back to its Python engine; a second guest gets the Rust extension cross-built for
