@@ -12,6 +12,8 @@
 #   x86_64-6.12: the same with Debian 13's kernel (its lists in a private apt state);
 #   x86_64-6.16, x86_64-6.17: the same with the newest kernel of each line in
 #   trixie-backports;
+#   s390x-6.12-memory: Debian 13's s390x 6.12 kernel and busybox-static, for the guest
+#   whose memory QEMU writes (tests/e2e/guest_memory.py --fetch);
 #   all: busybox-static, kexec-tools and its libraries, python3.11-minimal,
 #   libpython3.11-stdlib and their libraries, python3-pyelftools (tests/e2e/assets.py
 #   has the list). s390x packages come through a separate apt lists directory inside
@@ -50,6 +52,9 @@ summary=$(fetch x86_64)
 summary612=$(fetch x86_64-6.12)
 summary616=$(fetch x86_64-6.16)
 summary617=$(fetch x86_64-6.17)
+# the s390x 6.12 kernel whose memory QEMU writes (tests/test_e2e_s390x_612.py)
+memimage=$("${SUDO[@]}" env ZFCPDUMP_E2E_CACHE="$CACHE" python3 tests/e2e/guest_memory.py \
+           --fetch 2>>"$LOG" </dev/null) || die "python3 tests/e2e/guest_memory.py --fetch failed"
 
 # 3. s390x: guest packages (separate lists directory) and the sample kernel.
 s390x=$("${SUDO[@]}" env ZFCPDUMP_E2E_CACHE="$CACHE" \
@@ -64,5 +69,5 @@ s390x=$("${SUDO[@]}" env ZFCPDUMP_E2E_CACHE="$CACHE" \
 
 qv=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
 echo "e2e: qemu-system-x86/misc $qv; ${summary#e2e assets: }; ${summary612#e2e assets: };" \
-     "${summary616#e2e assets: }; ${summary617#e2e assets: };" \
+     "${summary616#e2e assets: }; ${summary617#e2e assets: }; ${memimage#guest_memory: };" \
      "${s390x#e2e assets: } ($((SECONDS - START))s)"

@@ -53,6 +53,9 @@ def test_version_is_the_installed_one_and_read_only_when_asked():
      "not a size"),
     (["info", "a", "b"], "zfcpdump info: error: unrecognized arguments: b"),
     (["frobnicate"], "zfcpdump: error: argument COMMAND: invalid choice: 'frobnicate'"),
+    # an unknown option before the command was dropped when the rest was parsed again
+    (["--debug", "--no-such-option", "info", "x"], "zfcpdump dump: error: unrecognized "
+     "arguments: --no-such-option"),
 ])
 def test_usage_error_is_one_line_exit_2(args, message):
     # argparse printed its usage block above the error (10 lines for dump) and named a
@@ -61,6 +64,23 @@ def test_usage_error_is_one_line_exit_2(args, message):
     assert res.returncode == 2
     assert len(res.stderr.splitlines()) == 1, res.stderr
     assert res.stderr.startswith(message) and "--help)" in res.stderr, res.stderr
+
+
+def test_global_flags_keep_dump_the_default_command(tmp_path):
+    # `zfcpdump --debug --dump-level 31` was "invalid choice: '31'" (dump not implied)
+    res = run_cli("--debug", "-i", str(tmp_path / "nope"), str(tmp_path / "disk"))
+    assert res.returncode == 1
+    assert f"ERROR: Cannot open {tmp_path / 'nope'}" in res.stderr
+
+
+def test_reparsed_arguments_keep_global_options_and_count_once():
+    from zfcpdump.cli.main import _parse, build_parser
+
+    parser, _ = build_parser()
+    args = _parse(parser, ["--debug", "copy", "a", "--fmt", "s390", "b"])
+    assert (args.debug, args.command, args.dump, args.output, args.fmt) == (
+        True, "copy", "a", "b", "s390")
+    assert _parse(parser, ["info", "x", "-V", "-V"]).verbose == 2
 
 
 def test_options_may_come_between_positionals(tmp_path, capsys):

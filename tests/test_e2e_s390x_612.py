@@ -16,8 +16,9 @@ VMCOREINFO note it finds in memory, as the 6.1 sample is handled; then:
   (NR_FREE_PAGES of its zones, read here with KERNELOFFPHYS arithmetic of its own);
 * the Python engine writes the same file as the Rust one at level 31.
 
-Needs qemu-system-s390x and apt access to Debian 13 (`bash .ci/install-e2e.sh`), the
-sid s390x makedumpfile (`bash .ci/install-oracles.sh`). Skipped with the reason when
+Needs qemu-system-s390x and the guest's kernel (`bash .ci/install-e2e.sh`: `python3
+tests/e2e/guest_memory.py --fetch`), the sid s390x makedumpfile (`bash
+.ci/install-oracles.sh`). Skipped with the reason when
 something is missing, except in CI (CI=1 or ZFCPDUMP_E2E_REQUIRED=1), where it fails.
 Knobs: ZFCPDUMP_E2E_CACHE, ZFCPDUMP_E2E_KEEP=DIR (kept in DIR/e2e-s390x-6.12).
 """
@@ -68,8 +69,10 @@ def core(workdir, report) -> Path:
     report.append(f"guest: {figures['kernel']}, ready in {figures['boot_s']:.1f} s (TCG), "
                   f"memory written in {figures['dump_s']:.1f} s; "
                   + ", ".join(" ".join(m.split()) for m in figures["meminfo"]))
-    assert main(["copy", str(raw), str(out)]) == 0
-    raw.unlink()
+    try:
+        assert main(["copy", str(raw), str(out)]) == 0
+    finally:
+        raw.unlink()
     yield out
     fixtures.discard(out)
 

@@ -74,17 +74,8 @@ def test_612_guest_dumps_itself(run, workdir, report):
 
 
 def test_612_page_filter_matches_makedumpfile_sid(run, workdir, report):
-    version, reason = makedumpfile_sid.probe()
-    if version is None:
-        fixtures.skip_or_fail(reason, "makedumpfile (sid) cross-check")
-    if run.dump_elf is None:
-        pytest.fail(f"no dump to filter (see test_612_guest_dumps_itself; console: "
-                    f"{run.console_log})")
-    results = checks.filter_cross_check(run, workdir, "rust", LEVELS,
-                                        makedumpfile_sid.run_makedumpfile)
-    report.extend(f.line for f in results)
-    report.append(f"  makedumpfile {version} (sid)")
-    report.append(checks.assert_free_pages_counted(results, run.dump_elf, ARCH.smp))
+    checks.filter_against_sid(run, workdir, report, LEVELS, ARCH.smp,
+                              "test_612_guest_dumps_itself")
 
 
 def test_612_dump_kernel_writes_a_filtered_compressed_dump(guest, workdir, report):

@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 
 from e2e import assets, checks, fixtures, harness
-from oracles import makedumpfile_sid
 
 KERNELS = ("x86_64-6.16", "x86_64-6.17")
 CRASHKERNEL = os.environ.get("ZFCPDUMP_E2E_BPO_CRASHKERNEL", "192M")
@@ -70,14 +69,5 @@ def test_backports_guest_dumps_itself(run, workdir, report):
 
 def test_backports_page_filter_matches_makedumpfile_and_the_kernels_free_count(
         arch, run, workdir, report):
-    version, reason = makedumpfile_sid.probe()
-    if version is None:
-        fixtures.skip_or_fail(reason, "makedumpfile (sid) cross-check")
-    if run.dump_elf is None:
-        pytest.fail(f"no dump to filter (see test_backports_guest_dumps_itself; console: "
-                    f"{run.console_log})")
-    results = checks.filter_cross_check(run, workdir, "rust", LEVELS,
-                                        makedumpfile_sid.run_makedumpfile)
-    report.extend(f.line for f in results)
-    report.append(f"  makedumpfile {version} (sid)")
-    report.append(checks.assert_free_pages_counted(results, run.dump_elf, arch.smp))
+    checks.filter_against_sid(run, workdir, report, LEVELS, arch.smp,
+                              "test_backports_guest_dumps_itself")

@@ -220,8 +220,11 @@ def test_s390x_root_of_a_relocated_kernel_image():
     assert (mmu.root, mmu.top_level) == (root, 1)
     assert mmu.translate(0x1234) == ((1 << 31) + 0x1234, (1 << 31) - 0x1234)
     # up to 6.9 (no KERNELOFFPHYS) the symbol is the physical address itself
+    asked = []
     with pytest.raises(FilterUnavailable, match="no DAT table"):
-        S390xPageTables.from_vmcoreinfo(lambda a, n: bytes(n), {**fields, "KERNELOFFPHYS": "0"})
+        S390xPageTables.from_vmcoreinfo(lambda a, n: asked.append(a) or bytes(n),
+                                        {k: v for k, v in fields.items() if k != "KERNELOFFPHYS"})
+    assert asked == [0x3FFF_FF40_000]
     del fields["KERNELOFFSET"]
     with pytest.raises(FilterUnavailable, match=r"VMCOREINFO has no KERNELOFFSET"):
         S390xPageTables.from_vmcoreinfo(read, fields)

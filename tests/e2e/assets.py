@@ -26,7 +26,7 @@ Stdlib only: `.ci/install-e2e.sh` runs it with the system python3
 `.ci/install-oracles.sh` unpacks sid's makedumpfile with it
 (`python3 tests/e2e/assets.py unpack [--arch DEBARCH] DEST SUITE[,SUITE]
 PACKAGE[/SUITE]...`; a package the mirror lists but does not hold is tried from the
-other suites).
+later suites).
 """
 
 from __future__ import annotations
@@ -249,10 +249,12 @@ def _unpack(debs: Path, dest: Path) -> list[str]:
 def _download_each(packages: list[str], suites: list[str], opts: list[str], debs: Path,
                    log) -> None:
     """Each of `packages` (NAME or NAME/SUITE) on its own; a version the mirror lists but
-    does not hold (404) is tried from the other suites in turn."""
+    does not hold (404) is tried from the suites after its own in `suites` (listed
+    oldest first: a newer library serves, an older program may not)."""
     for spec in packages:
         name, _, suite = spec.partition("/")
-        tries = [spec] + [f"{name}/{s}" for s in suites if s != suite]
+        later = suites[suites.index(suite) + 1:] if suite in suites else []
+        tries = [spec] + [f"{name}/{s}" for s in later]
         for i, attempt in enumerate(tries):
             try:
                 _download([attempt], opts, debs, log)
@@ -263,15 +265,19 @@ def _download_each(packages: list[str], suites: list[str], opts: list[str], debs
 
 
 def unpack_from_suites(dest: Path, suites: list[str], packages: list[str],
-                       log=lambda s: None, deb_arch: Optional[str] = None) -> list[str]:
+                       log=lambda s: None, deb_arch: Optional[str] = None,
+                       newest: Optional[str] = None) -> list[str]:
     """Download `packages` (NAME or NAME/SUITE) of other Debian suites (for `deb_arch`,
-    default the host's) and unpack them into `dest`; apt's state lives beside it
-    (dest/../apt) and goes afterwards."""
+    default the host's), and the newest package matching `newest` (download_newest),
+    and unpack them into `dest`; apt's state lives beside it (dest/../apt) and goes
+    afterwards."""
     work = dest.parent
     opts = suite_apt(work / "apt", suites, log, deb_arch)
     debs = work / "debs"
     shutil.rmtree(debs, ignore_errors=True)
     debs.mkdir(parents=True)
+    if newest:
+        download_newest(newest, opts, debs, log)
     _download_each(packages, suites, opts, debs, log)
     names = _unpack(debs, dest)
     shutil.rmtree(debs)
@@ -425,7 +431,7 @@ def unpack_main(dest: str, suites: str, packages: list[str],
 def main(argv: list[str]) -> int:
     if len(argv) >= 6 and argv[:2] == ["unpack", "--arch"]:
         return unpack_main(argv[3], argv[4], argv[5:], deb_arch=argv[2])
-    if len(argv) >= 4 and argv[0] == "unpack":
+    if len(argv) >= 4 and argv[0] == "unpack" and argv[1] != "--arch":
         return unpack_main(argv[1], argv[2], argv[3:])
     if len(argv) != 2 or argv[0] != "fetch" or argv[1] not in ARCHES:
         print(f"usage: assets.py fetch {{{','.join(ARCHES)}}}\n"

@@ -184,6 +184,27 @@ def filter_cross_check(res: harness.RunResult, workdir: Path, engine: str, level
     return results
 
 
+def filter_against_sid(run: harness.RunResult, workdir: Path, report: list, levels,
+                       cpus: int, dumped_itself_test: str) -> None:
+    """The host-side check of a Linux 6.12 or later vmcore: filter_cross_check against
+    makedumpfile from Debian sid (skipped, or failed in CI, without it), and the free
+    pages against the kernel's own count; the lines go to the report."""
+    from oracles import makedumpfile_sid
+
+    version, reason = makedumpfile_sid.probe()
+    if version is None:
+        fixtures.skip_or_fail(reason, "makedumpfile (sid) cross-check")
+    if run.dump_elf is None:
+        import pytest
+
+        pytest.fail(f"no dump to filter (see {dumped_itself_test}; console: "
+                    f"{run.console_log})")
+    results = filter_cross_check(run, workdir, "rust", levels, makedumpfile_sid.run_makedumpfile)
+    report.extend(f.line for f in results)
+    report.append(f"  makedumpfile {version} (sid)")
+    report.append(assert_free_pages_counted(results, run.dump_elf, cpus))
+
+
 def _filter_both(elf: Path, workdir: Path, engine: str, level: int,
                  makedumpfile: Makedumpfile, ref: Path, ours: Path) -> Path:
     """makedumpfile -c -d LEVEL ELF REF, and our `dump` at LEVEL into a prepared image

@@ -14,6 +14,7 @@ lowcore points to it), as the 6.1 sample does.
              anonymous memory, boots the kernel under qemu-system-s390x (TCG, 512 MiB,
              2 CPUs), waits for its READY line and has QEMU write the memory (QMP)
 
+`python3 tests/e2e/guest_memory.py --fetch` (stdlib only: `.ci/install-e2e.sh`) fetches;
 `python tests/e2e/guest_memory.py OUT.elf` (in the test venv) builds one by hand.
 """
 
@@ -32,7 +33,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from e2e import assets  # noqa: E402
-from e2e.initramfs import Cpio  # noqa: E402
 
 SUITE = "trixie"
 QEMU = "qemu-system-s390x"
@@ -77,23 +77,17 @@ def fetch(log=lambda s: None) -> Path:
     base = cache_dir()
     base.mkdir(parents=True, exist_ok=True)
     with open(base / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs share the cache
         root = base / "root"
-        if list(root.glob("boot/vmlinuz-6.12.*")) and (root / "usr/bin/busybox").is_file():
-            return root
-        opts = assets.suite_apt(base / "apt", [SUITE], log, deb_arch="s390x")
-        debs = base / "debs"
-        shutil.rmtree(debs, ignore_errors=True)
-        debs.mkdir()
-        assets.download_newest(KERNEL_PACKAGE, opts, debs, log)
-        assets._download(["busybox-static"], opts, debs, log)
-        assets._unpack(debs, root)
-        shutil.rmtree(debs)
-        shutil.rmtree(base / "apt")
+        if not (list(root.glob("boot/vmlinuz-6.12.*")) and (root / "usr/bin/busybox").is_file()):
+            assets.unpack_from_suites(root, [SUITE], ["busybox-static"], log,
+                                      deb_arch="s390x", newest=KERNEL_PACKAGE)
         return root
 
 
 def _initramfs(root: Path, target: Path) -> None:
+    from e2e.initramfs import Cpio  # pyelftools: not needed to fetch
+
     cpio = Cpio()
     for d in ("bin", "dev", "proc", "sys", "tmp"):
         cpio.dir(d)
@@ -105,11 +99,15 @@ def _initramfs(root: Path, target: Path) -> None:
 class _Qmp:
     def __init__(self, path: Path, timeout: float):
         self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
-        self.file = self.sock.makefile("rwb")
-        self._reply()  # the greeting
-        self.execute("qmp_capabilities")
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.connect(str(path))
+            self.file = self.sock.makefile("rwb")
+            self._reply()  # the greeting
+            self.execute("qmp_capabilities")
+        except BaseException:
+            self.sock.close()
+            raise
 
     def _reply(self) -> dict:
         while True:
@@ -142,8 +140,9 @@ def build(out: Path, workdir: Path, *, boot_timeout: float = 300, log=lambda s: 
         raise GuestMemoryError(f"{QEMU} not found (bash .ci/install-e2e.sh)")
     root = fetch(log)
     kernel = sorted(root.glob("boot/vmlinuz-6.12.*"))[-1]
-    initrd, console, qmp_path = (workdir / "memory-initrd.gz", workdir / "memory-console.log",
-                                 workdir / "memory-qmp.sock")
+    initrd, console, qmp_path, qemu_log = (
+        workdir / "memory-initrd.gz", workdir / "memory-console.log",
+        workdir / "memory-qmp.sock", workdir / "memory-qemu.log")
     _initramfs(root, initrd)
     for stale in (qmp_path, console):  # an earlier run's READY line must not count
         stale.unlink(missing_ok=True)
@@ -154,14 +153,15 @@ def build(out: Path, workdir: Path, *, boot_timeout: float = 300, log=lambda s: 
            "-kernel", str(kernel), "-initrd", str(initrd),
            "-append", "console=ttysclp0 panic=-1"]
     start = time.monotonic()
-    qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    with open(qemu_log, "wb") as out_log:  # a file: QEMU never blocks on a full pipe
+        qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_log,
+                                stderr=subprocess.STDOUT)
     try:
         while READY not in (console.read_text(errors="replace") if console.exists() else ""):
             if qemu.poll() is not None:
+                said = qemu_log.read_text(errors="replace")[-500:]
                 raise GuestMemoryError(f"QEMU exited ({qemu.returncode}) before the guest was "
-                                       f"ready: {qemu.stdout.read().decode(errors='replace')[-500:]}"
-                                       f" (console: {console})")
+                                       f"ready: {said} (console: {console})")
             if time.monotonic() - start > boot_timeout:
                 raise GuestMemoryError(f"the guest was not ready in {boot_timeout:.0f} s "
                                        f"(console: {console})")
@@ -180,7 +180,6 @@ def build(out: Path, workdir: Path, *, boot_timeout: float = 300, log=lambda s: 
         if qemu.poll() is None:
             qemu.kill()
             qemu.wait()
-        qemu.stdout.close()
     text = console.read_text(errors="replace")
     return {"kernel": kernel.name, "boot_s": booted - start, "dump_s": dumped - booted,
             "meminfo": [ln.strip() for ln in text.splitlines()
@@ -189,10 +188,15 @@ def build(out: Path, workdir: Path, *, boot_timeout: float = 300, log=lambda s: 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: guest_memory.py OUT.elf")
-    target = Path(sys.argv[1]).resolve()
+        sys.exit("usage: guest_memory.py --fetch | OUT.elf")
+    say = lambda s: print(f"guest_memory: {s}", file=sys.stderr)  # noqa: E731
     try:
-        figures = build(target, target.parent, log=lambda s: print(s, file=sys.stderr))
+        if sys.argv[1] == "--fetch":
+            kernel = sorted(fetch(log=say).glob("boot/vmlinuz-*"))[-1]
+            print(f"guest_memory: s390x memory-image guest in {kernel.parent.parent}, "
+                  f"{kernel.name}")
+        else:
+            target = Path(sys.argv[1]).resolve()
+            print(json.dumps(build(target, target.parent, log=say)))
     except (GuestMemoryError, assets.FetchError) as exc:
         sys.exit(f"guest_memory: {exc}")
-    print(json.dumps(figures))

@@ -18,6 +18,7 @@ import subprocess
 
 import pytest
 
+from .makedumpfile_sid import MIN_VERSION, at_least
 from .zgetdump import ORACLES, QEMU, ROOT, _no_core_dumps, _qemu, probe_version
 
 MAKEDUMPFILE = ROOT / "usr" / "bin" / "makedumpfile"
@@ -62,8 +63,10 @@ def _probe() -> tuple[str | None, str]:
 
 @functools.lru_cache(maxsize=None)
 def probe_sid() -> tuple[str | None, str]:
-    return probe_version("makedumpfile (sid)", SID_MAKEDUMPFILE,
-                         _version_of(run_makedumpfile_sid))
+    version, why = probe_version("makedumpfile (sid)", SID_MAKEDUMPFILE,
+                                 _version_of(run_makedumpfile_sid))
+    return (version, why) if version is None else at_least(version, MIN_VERSION,
+                                                              SID_MAKEDUMPFILE)
 
 
 needs_makedumpfile_s390x = pytest.mark.skipif(

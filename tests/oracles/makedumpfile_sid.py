@@ -53,7 +53,19 @@ def probe() -> tuple[str | None, str]:
     if p.returncode != 0 or not m:
         return None, (f"makedumpfile -v failed (exit {p.returncode}): "
                       f"{(p.stdout + p.stderr).strip()[:200]}")
-    return m.group(1), ""
+    return at_least(m.group(1), MIN_VERSION, MAKEDUMPFILE)
+
+
+#: the first release that reads Linux 6.12's buddy pages (1.7.6 leaves them all in)
+MIN_VERSION = (1, 7, 8)
+
+
+def at_least(version: str, least: tuple[int, ...], binary) -> tuple[str | None, str]:
+    """(version, "") if `version` is `least` or later, else (None, why)."""
+    if tuple(int(n) for n in version.split(".")) < least:
+        return None, (f"{binary} is makedumpfile {version}, older than "
+                      f"{'.'.join(map(str, least))} (run .ci/install-oracles.sh)")
+    return version, ""
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "instead of read() (HSA ranges excepted; falls back to read() if mapping fails); "
                    "O_DIRECT writes then go straight from the mapping where the kernel "
                    "allows it (files), else through one copy (/proc/vmcore); with "
-                   "--compress the reader copies out of the windows. Default: on for "
+                   "--compress the compressors read the windows themselves. Default: on for "
                    "/proc/vmcore, as makedumpfile does, except on s390x, where upstream "
                    "zfcpdump left mmap for read() (its dump kernel is too small for mmap's "
                    "allocations); off for files, where an I/O error under a mapping ends as "

@@ -56,6 +56,10 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+#: the global options that take no value (--help and --version end the program)
+GLOBAL_FLAGS = ("--debug",)
+
+
 class _Parser(argparse.ArgumentParser):
     """One line for a usage error (the usage block is what --help is for); the
     subcommands' parsers are of this class too."""
@@ -98,24 +102,33 @@ def _parse(parser: argparse.ArgumentParser, args_list: list[str]) -> argparse.Na
     sub = commands.choices.get(args.command) if args.command else None
     if sub is None:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    at = args_list.index(args.command)
-    # a fresh namespace (the global options only): counted options must not add up twice
-    fresh = argparse.Namespace(debug=args.debug, command=args.command)
+    at = args_list.index(args.command)  # global options take no values: the first
+    # a fresh namespace with the global options only: counted options must not add up twice
+    own = {a.dest for a in parser._actions if a.option_strings}
+    fresh = argparse.Namespace(**{k: v for k, v in vars(args).items() if k in own},
+                               command=args.command)
     return sub.parse_intermixed_args(args_list[at + 1:], namespace=fresh)
 
 
+def _with_default_command(args_list: list[str]) -> list[str]:
+    """With no command `zfcpdump` runs `dump`, as s390-tools' zfcpdump does: after the
+    global flags, nothing or an option (not help or version) is the dump command's."""
+    at = 0
+    while at < len(args_list) and args_list[at] in GLOBAL_FLAGS:
+        at += 1
+    rest = args_list[at:]
+    if not rest or (rest[0].startswith("-") and rest[0] not in ("-h", "--help", "--version")):
+        return [*args_list[:at], "dump", *rest]
+    return args_list
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     parser, modules = build_parser()
-    if not args_list or (args_list[0].startswith("-") and args_list[0] not in
-                         ("-h", "--help", "--version", "--debug")):
-        args_list = ["dump", *args_list]
     try:
         args = _parse(parser, args_list)
     except SystemExit as exc:
         return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
-    if args.command is None:
-        args = parser.parse_args(["dump"])
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_signal)
     try:
