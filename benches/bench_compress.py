@@ -23,6 +23,11 @@ waits for the compressors). `--vmcore` takes a real x86_64 ELF vmcore (with VMCO
 memory, and `--dump-level N` runs ours and makedumpfile at that level; above 1 the
 page-class walk alone is timed too, with the Rust and the pure-Python classifier.
 
+`--makedumpfile sid` compares with makedumpfile 1.7.8 from Debian sid (as
+`.ci/install-oracles.sh` unpacks it) instead of the host's 1.7.2: its build has `-z`
+(zstd), which Debian 12's lacks (neither has `-p`, snappy; a codec a build lacks is
+left out, as makedumpfile would write the pages raw).
+
 Ours run inside this process (the engine's own time); the fastest codec runs once more
 as a whole `python -m zfcpdump` process, start-up included, as makedumpfile does.
 Runs are interleaved (every command once per round, order rotated by round). Reports
@@ -39,6 +44,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import shutil
 import statistics
 import struct
@@ -259,11 +265,30 @@ def kdump_size(image: str, part_start: int) -> int:
     return end
 
 
-def run_makedumpfile(vmcore: str, out: str, flags: list[str]) -> tuple[float, int]:
+def makedumpfile_command(which: str) -> list[str]:
+    """argv prefix of makedumpfile: the host's (Debian 12: 1.7.2, LZO and zlib only), or
+    `sid`: 1.7.8 from Debian sid as .ci/install-oracles.sh unpacks it, with zstd and
+    snappy too (tests/oracles/makedumpfile_sid.py); [] if it is not there."""
+    if which == "host":
+        return ["makedumpfile"] if shutil.which("makedumpfile") else []
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from oracles import makedumpfile_sid
+
+    return makedumpfile_sid.command() if makedumpfile_sid.probe()[0] else []
+
+
+def makedumpfile_codecs(md: list[str]) -> set[str]:
+    """The compressors this makedumpfile was built with (`-v`: "zstd\tenabled")."""
+    p = subprocess.run([*md, "-v"], capture_output=True, text=True)
+    return {m.group(1) for m in re.finditer(r"^(\w+)\s+enabled$", p.stdout + p.stderr, re.M)}
+
+
+def run_makedumpfile(md: list[str], vmcore: str, out: str,
+                     flags: list[str]) -> tuple[float, int]:
     if os.path.exists(out):
         os.remove(out)
     t0 = time.perf_counter()
-    subprocess.run(["makedumpfile", *flags, vmcore, out], check=True, capture_output=True)
+    subprocess.run([*md, *flags, vmcore, out], check=True, capture_output=True)
     fd = os.open(out, os.O_RDONLY)
     os.fsync(fd)
     os.close(fd)
@@ -283,6 +308,9 @@ def main() -> int:
     ap.add_argument("--zero-percent", type=int, default=25,
                     help="share of zero pages in the generated memory (default 25)")
     ap.add_argument("--no-makedumpfile", action="store_true")
+    ap.add_argument("--makedumpfile", choices=["host", "sid"], default="host",
+                    help="which makedumpfile: the host's (default), or sid's 1.7.8 (from "
+                    ".ci/install-oracles.sh), which adds -z (zstd)")
     ap.add_argument("--vmcore", help="an x86_64 ELF vmcore to use instead of generated memory")
     ap.add_argument("--dump-level", type=int, default=1,
                     help="makedumpfile dump level for ours and makedumpfile (default 1)")
@@ -305,7 +333,8 @@ def main() -> int:
     part_size = (os.path.getsize(vmcore) // MIB + 80) * MIB
     target = (LoopTarget(work, part_size, args.throttle_mibs) if args.target == "loop"
               else FileTarget(work, part_size))
-    have_md = (shutil.which("makedumpfile") is not None and not args.no_makedumpfile
+    md = [] if args.no_makedumpfile else makedumpfile_command(args.makedumpfile)
+    have_md = (bool(md)
                and args.target == "file")
 
     RAW = "raw capture (ELF copy)"
@@ -331,13 +360,18 @@ def main() -> int:
                           lambda e=engine: run_walk(vmcore, lvl, e)))
     if have_md:
         out = os.path.join(work, "md.kdump")
-        # (-p, snappy, and -z, zstd, are disabled in Debian's build: they would silently
-        # write an uncompressed dump)
         d = ["-d", str(lvl)]
-        for flags in (d, ["-c", *d], ["-l", *d], ["-c", *d, "--num-threads", "1"],
-                      ["-l", *d, "--num-threads", "1"]):
+        # -z (zstd) and -p (snappy) only where the build has them: without, makedumpfile
+        # silently writes the pages uncompressed (Debian 12's 1.7.2 has neither, sid's
+        # 1.7.8 zstd but not snappy)
+        codecs = makedumpfile_codecs(md)
+        variants = [d, ["-c", *d], ["-l", *d],
+                    *([["-z", *d]] if "zstd" in codecs else []),
+                    *([["-p", *d]] if "snappy" in codecs else []),
+                    ["-l", *d, "--num-threads", "1"], ["-l", *d, "--num-threads", "2"]]
+        for flags in variants:
             cases.append(("makedumpfile " + " ".join(flags),
-                          lambda f=flags: run_makedumpfile(vmcore, out, f)))
+                          lambda f=flags: run_makedumpfile(md, vmcore, out, f)))
     times: dict[str, list[float]] = {name: [] for name, _ in cases}
     sizes: dict[str, int] = {}
     try:
@@ -377,14 +411,17 @@ def main() -> int:
     pair(f"ours --compress zstd -d{lvl}", f"makedumpfile -l -d {lvl}")
     pair(f"ours --compress zstd -d{lvl}", f"makedumpfile -c -d {lvl}")
     pair(f"ours --compress snappy -d{lvl}", f"makedumpfile -l -d {lvl}")
+    pair(f"ours --compress zstd -d{lvl}", f"makedumpfile -z -d {lvl}")
+    pair(f"ours --compress snappy -d{lvl}", f"makedumpfile -p -d {lvl}")
     for algo in args.algos.split(","):
         pair(f"ours --compress {algo} -d{lvl}", RAW)
         pair(f"ours --compress {algo} --adaptive -d{lvl}", RAW)
         pair(f"ours --compress {algo} --adaptive -d{lvl}", f"ours --compress {algo} -d{lvl}")
     pair(f"page walk -d{lvl}, rust", f"page walk -d{lvl}, python")
     if have_md:
-        md = [k for k in times if k.startswith("makedumpfile") and ("-c" in k or "-l" in k)]
-        best = min(md, key=lambda k: med[k])
+        theirs = [k for k in times if k.startswith("makedumpfile")
+                  and any(f" {f} " in k for f in ("-c", "-l", "-z", "-p"))]
+        best = min(theirs, key=lambda k: med[k])
         ours = min((k for k in times if k.startswith("ours") and "none" not in k
                     and k != CLI), key=lambda k: med[k])
         for mine in (ours, CLI):

@@ -230,6 +230,25 @@ def test_compress_bench_smoke_file(tmp_path):
         assert "fastest compressed: ours 'ours --compress snappy -d1, CLI process'" in out
 
 
+def test_compress_bench_smoke_sid_makedumpfile(tmp_path):
+    """--makedumpfile sid: makedumpfile 1.7.8 with zstd (-z), paired with ours at the
+    same codec; -z really compresses, and -p (snappy, not in that build: it would write
+    the pages raw) is left out."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from oracles import makedumpfile_sid
+
+    version, reason = makedumpfile_sid.probe()
+    if version is None:
+        pytest.skip(reason)
+    out = _run_compress_bench(tmp_path, "--makedumpfile", "sid", "--algos", "zstd,snappy")
+    rows = {line[:40].strip(): line.split() for line in out.splitlines()
+            if line.startswith(("raw capture", "ours ", "makedumpfile "))}
+    assert float(rows["makedumpfile -z -d 1"][-1]) < 0.7, out  # size / memory
+    assert "makedumpfile -p -d 1" not in rows, out
+    assert "ours --compress zstd -d1 vs makedumpfile -z -d 1: speed x" in out
+    assert "fastest compressed: ours" in out
+
+
 def test_compress_bench_smoke_filtered_real_layout(tmp_path):
     """--vmcore with a synthetic x86_64 kernel (real page tables and struct pages; too
     little VMCOREINFO for makedumpfile, which the e2e test compares with) and
