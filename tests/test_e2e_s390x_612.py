@@ -68,7 +68,9 @@ def core(workdir, report) -> Path:
         fixtures.skip_or_fail(str(exc), "s390x 6.12 guest memory image")
     report.append(f"guest: {figures['kernel']}, ready in {figures['boot_s']:.1f} s (TCG), "
                   f"memory written in {figures['dump_s']:.1f} s; "
-                  + ", ".join(" ".join(m.split()) for m in figures["meminfo"]))
+                  + ", ".join(" ".join(m.split()) for m in figures["meminfo"])
+                  + (f"; booted twice, the first: {figures['retried']}" if figures["retried"]
+                     else ""))
     try:
         assert main(["copy", str(raw), str(out)]) == 0
     finally:
