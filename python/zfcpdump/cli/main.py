@@ -102,7 +102,8 @@ def _parse(parser: argparse.ArgumentParser, args_list: list[str]) -> argparse.Na
     sub = commands.choices.get(args.command) if args.command else None
     if sub is None:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    at = args_list.index(args.command)  # global options take no values: the first
+    # the command's first occurrence is the command: global options take no values
+    at = args_list.index(args.command)
     # a fresh namespace with the global options only: counted options must not add up twice
     own = {a.dest for a in parser._actions if a.option_strings}
     fresh = argparse.Namespace(**{k: v for k, v in vars(args).items() if k in own},

@@ -16,9 +16,9 @@ makedumpfile 1.7.8 reads it: from 6.6 a folio's order in its second page's flags
 6.9 slab, buddy, offline and hugetlb as page types; from 6.10 the s390x kernel image
 away from its physical address, s390x.py). Checked page for page against makedumpfile
 1.7.2 on a Debian 12 (6.1) x86_64 vmcore and on the s390x sample dump (qemu-user), and
-against makedumpfile 1.7.8 on Debian 13's 6.12, 6.16 and 6.17 (backports) x86_64 vmcores and
-on the memory of Debian 13's s390x 6.12 kernel (under qemu-system-s390x; the s390x
-makedumpfile under qemu-user), in the end-to-end tests.
+against makedumpfile 1.7.8 on Debian 13's 6.12, 6.16 and 6.17 (backports) x86_64
+vmcores and on the memory of Debian 13's s390x 6.12 kernel (under qemu-system-s390x;
+the s390x makedumpfile under qemu-user), in the end-to-end tests.
 """
 
 from __future__ import annotations
