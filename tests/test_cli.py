@@ -66,6 +66,26 @@ def test_usage_error_is_one_line_exit_2(args, message):
     assert res.stderr.startswith(message) and "--help)" in res.stderr, res.stderr
 
 
+def test_a_signal_before_the_capture_begins_still_ends_in_dump_failed(prepared, monkeypatch,
+                                                                     capsys):
+    # a SIGTERM between the parameters and the capture ended in "stopped by signal 15"
+    # alone (a CI run of the random-interruption test hit that window)
+    from zfcpdump.cli import cmd_dump
+    from zfcpdump.cli.main import SignalExit
+
+    def interrupted(vmcore):
+        raise SignalExit(signal.SIGTERM)
+
+    monkeypatch.setattr(cmd_dump, "default_mmap", interrupted)
+    vmcore, disk = prepared
+    before = disk.read_bytes()
+    assert main(["dump", "-i", str(vmcore), str(disk)]) == 128 + signal.SIGTERM
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == "Dump failed"
+    assert f"ERROR: Got signal: {signal.SIGTERM}" in err
+    assert disk.read_bytes() == before
+
+
 def test_global_flags_keep_dump_the_default_command(tmp_path):
     # `zfcpdump --debug --dump-level 31` was "invalid choice: '31'" (dump not implied)
     res = run_cli("--debug", "-i", str(tmp_path / "nope"), str(tmp_path / "disk"))

@@ -161,6 +161,22 @@ def _error(console: Console, message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     console = Console(_out, _err)
     kernel_mode = args.dump_kernel or os.getpid() == 1
+    # everything after the banner is guarded: a signal at any point of it ends in
+    # "Dump failed", not only one that comes once the capture has begun
+    status = _guarded(lambda: _dump(args, console, kernel_mode), console)
+    if status == EXIT_USAGE:
+        return status
+    console.blank()
+    console.out("Dump successful" if status == EXIT_OK else "Dump failed")
+    release_signals()  # a signal after the dump was complete does not undo it
+    dumpkernel.finish(console, reipl=args.reipl or kernel_mode, poweroff=args.poweroff or kernel_mode,
+                      zcore_dir=args.zcore_dir, sleep=kernel_mode)
+    return status
+
+
+def _dump(args: argparse.Namespace, console: Console, kernel_mode: bool) -> Optional[int]:
+    """The banner, the parameters, the usage checks (EXIT_USAGE, nothing written) and
+    the capture; raises what the capture raises."""
     if kernel_mode:
         dumpkernel.start(console)
     else:
@@ -192,16 +208,10 @@ def run(args: argparse.Namespace) -> int:
         console.err(f"ERROR: {problem}")
         return EXIT_USAGE
     if args.compress is not None:
-        work = lambda: _run_kdump(args, opts, console)  # noqa: E731
+        _run_kdump(args, opts, console)
     else:
-        work = lambda: _run_raw(args, opts, console)  # noqa: E731
-    status = _guarded(work, console)
-    console.blank()
-    console.out("Dump successful" if status == EXIT_OK else "Dump failed")
-    release_signals()  # a signal after the dump was complete does not undo it
-    dumpkernel.finish(console, reipl=args.reipl or kernel_mode, poweroff=args.poweroff or kernel_mode,
-                      zcore_dir=args.zcore_dir, sleep=kernel_mode)
-    return status
+        _run_raw(args, opts, console)
+    return None
 
 
 # A dump kernel with under 256 MiB of memory (crashkernel= of 160M and less): the
@@ -230,11 +240,12 @@ def _queue_depth(requested: Optional[int], kernel_mode: bool) -> int:
     return SMALL_KERNEL_QUEUE_DEPTH if _small_dump_kernel(kernel_mode) else DEFAULT_QUEUE_DEPTH
 
 
-def _guarded(work: Callable[[], None], console: Console) -> int:
-    """Run a capture; every failure becomes an ERROR: line and an exit status."""
+def _guarded(work: Callable[[], Optional[int]], console: Console) -> int:
+    """Run a capture; every failure becomes an ERROR: line and an exit status (`work`
+    may return one itself; None is success)."""
     try:
-        work()
-        return EXIT_OK
+        status = work()
+        return EXIT_OK if status is None else status
     except ZfcpdumpError as exc:
         _error(console, str(exc))
     except ValueError as exc:  # a compressor module missing in the python engine
