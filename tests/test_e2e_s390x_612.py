@@ -31,8 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e import assets, fixtures, guest_memory
-from e2e.checks import STAT_THRESHOLD_MAX
+from e2e import assets, checks, fixtures, guest_memory
 from oracles.makedumpfile_s390x import probe_sid, run_makedumpfile_sid
 from test_kdump_capture import capture, dump_bytes, mib_above, prepared_image
 
@@ -128,11 +127,8 @@ def test_s390x_612_filter_same_dump_as_makedumpfile(core, workdir, report, capsy
     report.append(f"  -d {level}: same {len(ours)}-byte file as makedumpfile {version} (sid, "
                   f"s390x) -c; left out {excluded}")
     if level == 16:
-        free, zones = kernel_free_pages(core)
-        slack = STAT_THRESHOLD_MAX * guest_memory.CPUS * zones
-        assert abs(excluded["free"] - free) <= slack, (excluded, free, slack)
-        report.append(f"  -d 16: {excluded['free']} free pages left out; the kernel's "
-                      f"NR_FREE_PAGES in {zones} zones: {free}")
+        report.append(checks.assert_free_count(excluded["free"], *kernel_free_pages(core),
+                                               guest_memory.CPUS))
 
 
 def test_s390x_612_python_engine_writes_the_same_file(core, workdir, capsys):
@@ -155,9 +151,4 @@ def kernel_free_pages(elf: Path) -> tuple[int, int]:
         def read(addr: int, fmt: str) -> int:
             return struct.unpack(">" + fmt, dump.read_phys(addr, struct.calcsize(fmt)))[0]
 
-        free = zones = 0
-        for z in range(read(pgdat + num("OFFSET(pglist_data.nr_zones)"), "i")):
-            zone = pgdat + num("OFFSET(pglist_data.node_zones)") + z * num("SIZE(zone)")
-            free += read(zone + num("OFFSET(zone.vm_stat)") + 8 * num("NUMBER(NR_FREE_PAGES)"), "q")
-            zones += 1
-    return free, zones
+        return checks.node_free_pages(read, num, pgdat)

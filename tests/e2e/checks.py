@@ -243,12 +243,29 @@ def assert_free_pages_counted(results: list[Filtered], elf: Path, cpus: int) -> 
     """Dump level 16 leaves out free pages alone: as many as the kernel counts (an
     independent check of the free-page class). Returns a line for the report."""
     excluded = next(f.excluded for f in results if f.level == 16)
-    free, zones = kernel_free_pages(elf)
+    return assert_free_count(excluded, *kernel_free_pages(elf), cpus)
+
+
+def assert_free_count(excluded: int, free: int, zones: int, cpus: int) -> str:
+    """The free pages dump level 16 left out against the kernel's NR_FREE_PAGES of
+    `zones` zones, within the per-CPU counters' slack. Returns a line for the report."""
     slack = STAT_THRESHOLD_MAX * cpus * zones
     assert abs(excluded - free) <= slack, \
         f"-d 16 left out {excluded} pages; the kernel counts {free} free (+-{slack})"
     return (f"  -d 16: {excluded} free pages left out; the kernel's NR_FREE_PAGES in "
             f"{zones} zones: {free}")
+
+
+def node_free_pages(read: Callable[[int, str], int], num: Callable[[str], int],
+                    pgdat: int) -> tuple[int, int]:
+    """(NR_FREE_PAGES summed over the zones of the pglist_data at `pgdat`, zones):
+    `read(address, struct format)` reads the kernel's memory, `num` a VMCOREINFO number."""
+    free = zones = 0
+    for z in range(read(pgdat + num("OFFSET(pglist_data.nr_zones)"), "i")):
+        zone = pgdat + num("OFFSET(pglist_data.node_zones)") + z * num("SIZE(zone)")
+        free += read(zone + num("OFFSET(zone.vm_stat)") + 8 * num("NUMBER(NR_FREE_PAGES)"), "q")
+        zones += 1
+    return free, zones
 
 
 def kernel_free_pages(elf: Path) -> tuple[int, int]:
@@ -278,9 +295,7 @@ def kernel_free_pages(elf: Path) -> tuple[int, int]:
         free = zones = 0
         for node in (n for n in range(nodes) if online >> n & 1):
             pgdat = read(sym("node_data") + 8 * node, "Q")
-            for z in range(read(pgdat + num("OFFSET(pglist_data.nr_zones)"), "i")):
-                zone = pgdat + num("OFFSET(pglist_data.node_zones)") + z * num("SIZE(zone)")
-                free += read(zone + num("OFFSET(zone.vm_stat)") + 8 * num("NUMBER(NR_FREE_PAGES)"),
-                             "q")
-                zones += 1
+            node_free, node_zones = node_free_pages(read, num, pgdat)
+            free += node_free
+            zones += node_zones
     return free, zones
