@@ -157,6 +157,36 @@ def test_fault_fails_loudly_and_leaves_no_valid_dump(fs, setup, engine, target, 
     STATS["survived"] += 1
 
 
+@pytest.mark.parametrize("engine,threads", [("rust", "1"), ("rust", "2"), ("python", "1")])
+def test_compressed_capture_read_fault_fails_loudly(fs, setup, engine, threads):
+    """A read fault in the vmcore during a compressed capture (the Rust engine's
+    compressors read their own batches, in parallel): the capture stops with the read
+    error and its offset, nothing valid-looking is left, and the next capture succeeds."""
+    name = f"kr-{engine}-{threads}.img"
+    image = fs.backing / name
+    copy_sparse(setup["template"], image)
+    rules, fault_at = fault_rules("read", "EIO", setup, disk_name=name)
+    fs.set_rules(rules)
+    try:
+        res = run_dump("-i", fs.mnt / "vmcore.elf", "--engine", engine, "--threads", threads,
+                       "--compress", "zstd", "--dump-level", "0", fs.mnt / name)
+    finally:
+        fs.set_rules([])
+    err = res.stderr
+    assert res.returncode == 1, (res.stdout, err)
+    assert res.stdout.splitlines()[-1] == "Dump failed"
+    assert "Traceback" not in err
+    first = next(line for line in err.splitlines() if line.startswith("ERROR: "))
+    assert first.startswith(f"ERROR: Read from {fs.mnt / 'vmcore.elf'} failed: offset=0x"), err
+    assert ERRTEXT["EIO"] in err, err
+    m = re.search(r"offset=0x([0-9a-f]{16}) bytes=0x([0-9a-f]{16})", first)
+    off, n = int(m.group(1), 16), int(m.group(2), 16)
+    assert off <= fault_at < off + n, (first, hex(fault_at))
+    assert_no_valid_dump(image)
+    assert main(["dump", "-i", str(setup["vmcore"]), "--compress", "zstd", str(image)]) == 0
+    assert main(["check", str(image)]) == 0
+
+
 @pytest.mark.parametrize("engine,direct", [("rust", "on"), ("rust", "off"), ("python", "off")])
 def test_compressed_capture_fault_fails_loudly(fs, setup, engine, direct):
     """A write fault in the page data of a compressed capture (with O_DIRECT the data

@@ -3,11 +3,15 @@
 //! Threads (scoped, all joined before returning):
 //! * the **calling thread** coordinates: every ~100 ms it reports progress; it answers
 //!   the reader's "HSA read" message (the caller releases the HSA then);
-//! * one **reader** fills batches of `batch_pages` pages in pfn order (`pread` into
-//!   recycled buffers; with `mmap`, a batch of consecutive pages is a mapping of the
-//!   source instead, which the compressor reads and unmaps: no copy);
-//! * `threads` **compressors** (the available CPUs, never more) turn a batch into
-//!   descriptors + data with their own codec state;
+//! * one **reader** plans batches of `batch_pages` pages in pfn order in recycled
+//!   buffers: the `pread`s of the vmcore it leaves to the compressor that takes the
+//!   batch, so the copy out of the source runs on every CPU (one reader alone held a
+//!   raw-storing capture to its speed); with `mmap`, a batch of consecutive pages is a
+//!   mapping of the source instead, which the compressor reads and unmaps: no copy.
+//!   HSA pages it reads itself: the HSA is released when the first page past it is
+//!   reached, and every HSA page must have been read by then;
+//! * `threads` **compressors** (the available CPUs, never more) read their batch and
+//!   turn it into descriptors + data with their own codec state;
 //! * one **writer** puts the results back in batch order, assigns data offsets, appends
 //!   descriptors to the metadata stream and data to the data stream (aligned buffers,
 //!   O_DIRECT where possible).
@@ -129,6 +133,8 @@ struct Batch {
     seq: u64,
     npages: usize,
     buf: Vec<u8>,
+    /// reads the compressor does into `buf` first: (offset in `buf`, vmcore offset, length)
+    reads: Vec<(usize, u64, usize)>,
     /// the pages straight from a mapping of the source, not copied (`buf` unused then)
     mapped: Option<Window>,
 }
@@ -167,7 +173,9 @@ enum Msg {
 
 struct Shared {
     stop: AtomicBool,
-    err: Mutex<Option<CopyError>>,
+    /// the error of the earliest batch (reads run in parallel: a later batch's may come
+    /// first), with that batch's number
+    err: Mutex<Option<(u64, CopyError)>>,
     done_pages: AtomicU64,
     /// the writer has nothing to write (adaptive mode reads it)
     writer_waiting: AtomicBool,
@@ -179,12 +187,18 @@ struct Shared {
 }
 
 impl Shared {
-    fn fail(&self, e: CopyError) {
+    /// Stop with error `e` of batch `seq`, unless an earlier batch has failed too.
+    fn fail_at(&self, seq: u64, e: CopyError) {
         let mut g = self.err.lock().unwrap_or_else(|p| p.into_inner());
-        if g.is_none() {
-            *g = Some(e);
+        if g.as_ref().is_none_or(|(s, _)| seq < *s) {
+            *g = Some((seq, e));
         }
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Stop on a cancel: before any batch, it wins.
+    fn cancel(&self) {
+        self.fail_at(0, CopyError::Cancelled);
     }
 
     fn stopped(&self) -> bool {
@@ -312,7 +326,7 @@ pub fn run(
                 Ok(Msg::HsaRead) => {
                     if !cancelled && !cb(Event::HsaRead) {
                         cancelled = true;
-                        sh.fail(CopyError::Cancelled);
+                        sh.cancel();
                     }
                     let _ = ack_tx.send(());
                 }
@@ -321,7 +335,7 @@ pub fn run(
                 let d = sh.done_pages.load(Ordering::Relaxed) * l.page_size;
                 if !cb(Event::Progress(d)) {
                     cancelled = true;
-                    sh.fail(CopyError::Cancelled);
+                    sh.cancel();
                 }
             }
         }
@@ -336,7 +350,7 @@ pub fn run(
         writer.join().expect("writer thread panicked");
         (counts, mapped)
     });
-    if let Some(e) = shared.err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    if let Some((_, e)) = shared.err.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
     meta.flush(sink)?;
@@ -364,7 +378,7 @@ fn reader_thread(
     let mut hsa_pending = job.hsa_pfn > 0;
     let signal_hsa = |sh: &Shared| {
         if msg.send(Msg::HsaRead).is_err() || ack.recv().is_err() {
-            sh.fail(CopyError::Cancelled);
+            sh.cancel();
         }
     };
     // the first page at or past the HSA: tell the caller, which releases it (once);
@@ -386,6 +400,7 @@ fn reader_thread(
             break;
         }
         let Ok(mut buf) = free.recv() else { break };
+        let mut reads = Vec::new();
         let mut filled = 0usize;
         // Zero-copy: a batch of consecutive pages of one run in the file is handed to
         // the compressor as a mapping of it (a window on /proc/vmcore costs no page
@@ -440,7 +455,8 @@ fn reader_thread(
             if job.dumpable.is_some() {
                 n = (1..n).find(|&k| !keep(pfn + k)).unwrap_or(n);
             }
-            let dst = &mut buf[filled * ps as usize..(filled + n as usize) * ps as usize];
+            let dst_at = filled * ps as usize;
+            let dst = &mut buf[dst_at..dst_at + n as usize * ps as usize];
             let r = match &run.src {
                 Src::File(off) => {
                     // HSA pages are not mapped by the kernel (performance.md §2.1)
@@ -451,6 +467,9 @@ fn reader_thread(
                         map_ok = mapped; // a mapping failed: read() from here on
                     }
                     if mapped {
+                        Ok(())
+                    } else if !hsa_pending {
+                        reads.push((dst_at, at, dst.len())); // the compressor reads it
                         Ok(())
                     } else {
                         pread_full(job.src_fd, dst, at)
@@ -473,7 +492,7 @@ fn reader_thread(
                 }
             };
             if let Err(e) = r {
-                sh.fail(e.into());
+                sh.fail_at(seq, e.into());
                 break 'outer;
             }
             filled += n as usize;
@@ -484,6 +503,7 @@ fn reader_thread(
                 seq,
                 npages: filled,
                 buf,
+                reads,
                 mapped,
             })
             .is_err()
@@ -528,15 +548,29 @@ fn compress_thread(
     let mut comp = match PageCompressor::new(job.algo, job.level, ps) {
         Ok(c) => c,
         Err(e) => {
-            sh.fail(CopyError::Os(e));
+            sh.fail_at(0, CopyError::Os(e));
             return PageCounts::default();
         }
     };
     let mut n = PageCounts::default();
     // Take the output buffer first, then the batch (see the module doc).
     while let Ok(mut out) = outs.recv() {
-        let Ok(batch) = work.recv() else { break };
+        let Ok(mut batch) = work.recv() else { break };
         if sh.stopped() {
+            break;
+        }
+        let read = batch.reads.iter().try_for_each(|&(at, off, len)| {
+            pread_full(job.src_fd, &mut batch.buf[at..at + len], off)
+        });
+        if let Err(e) = read {
+            sh.fail_at(batch.seq, e.into());
+            // the writer may be waiting for this batch: the empty result wakes it, and
+            // it sees the stop
+            let _ = free.send(batch.buf);
+            let _ = done.send(Done {
+                seq: batch.seq,
+                out,
+            });
             break;
         }
         out.descs.clear();
@@ -574,7 +608,11 @@ fn compress_thread(
                     out.data.extend_from_slice(page);
                 }
                 Err(e) => {
-                    sh.fail(CopyError::Os(e));
+                    sh.fail_at(batch.seq, CopyError::Os(e));
+                    let _ = done.send(Done {
+                        seq: batch.seq,
+                        out,
+                    }); // wakes the writer, as a failed read does
                     return n;
                 }
             }
@@ -681,7 +719,7 @@ fn writer_thread(
                     None => data.append(sink, &out.data),
                 });
             if let Err(err) = r {
-                sh.fail(err.into());
+                sh.fail_at(next, err.into());
                 return;
             }
             sh.done_pages

@@ -455,3 +455,32 @@ fn adaptive_mode_writes_the_same_memory() {
         }
     }
 }
+
+#[test]
+fn a_failed_read_of_the_vmcore_stops_the_capture_with_its_offset() {
+    // The compressors read their own batches: a short source fails in one of them,
+    // the writer (maybe waiting for that very batch) is woken, and the error says
+    // where, whatever the thread count and batch size.
+    for (threads, batch_pages, hsa_pfn) in [(1, 8, 0), (2, 8, 0), (4, 3, 0), (2, 16, 40)] {
+        let (src, segs, _) = source(&[(0, 600 * PS as u64)]);
+        let cut = 4096 + 250 * PS as u64;
+        src.set_len(cut).unwrap();
+        let p = plan(segs, Algo::Zlib, 1, false);
+        let dst = tempfile::tempfile().unwrap();
+        let opts = KdumpOptions {
+            threads,
+            batch_pages,
+            hsa_pfn,
+            ..Default::default()
+        };
+        let mut noop = |_e: Event| true;
+        let err = write_kdump(src.as_raw_fd(), dst.as_raw_fd(), &p, &opts, &mut noop).unwrap_err();
+        match err {
+            CopyError::Io(e) => {
+                assert!(matches!(e.op, crate::engine::error::Op::Read), "{e}");
+                assert!(e.offset >= cut && e.offset < 4096 + 600 * PS as u64, "{e}");
+            }
+            e => panic!("{e}"),
+        }
+    }
+}
