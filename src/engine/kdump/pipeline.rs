@@ -75,7 +75,7 @@ const MIN_MAPPED_PAGES: u64 = 16;
 const PROBE_TIME_RAW: Duration = Duration::from_millis(200);
 /// ... the compress probe this long: a burst can only make compressing look faster
 /// when its writes are what holds it up, and then it is faster than raw anyway ...
-const PROBE_TIME_COMPRESS: Duration = Duration::from_millis(50);
+const PROBE_TIME_COMPRESS: Duration = Duration::from_millis(20);
 /// ... and each this many batches, several times the batches in flight, with this
 /// many non-zero pages (16 MiB: the rates are of those; zero pages cost little) ...
 const PROBE_BATCHES: u64 = 32;
@@ -173,8 +173,9 @@ enum Msg {
 
 struct Shared {
     stop: AtomicBool,
-    /// the error of the earliest batch (reads run in parallel: a later batch's may come
-    /// first), with that batch's number
+    /// the error of the earliest batch that failed (reads run in parallel: a later
+    /// batch's may come first; a batch taken after the stop is not read at all), with
+    /// that batch's number
     err: Mutex<Option<(u64, CopyError)>>,
     done_pages: AtomicU64,
     /// the writer has nothing to write (adaptive mode reads it)
@@ -196,9 +197,12 @@ impl Shared {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    /// Stop on a cancel: before any batch, it wins.
+    /// Stop on a cancel, unless an error stopped the capture already (the progress
+    /// callback is asked until every thread has ended: its "stop" then is no cause).
     fn cancel(&self) {
-        self.fail_at(0, CopyError::Cancelled);
+        let mut g = self.err.lock().unwrap_or_else(|p| p.into_inner());
+        g.get_or_insert((0, CopyError::Cancelled));
+        self.stop.store(true, Ordering::SeqCst);
     }
 
     fn stopped(&self) -> bool {
@@ -559,6 +563,8 @@ fn compress_thread(
         if sh.stopped() {
             break;
         }
+        out.descs.clear();
+        out.data.clear();
         let read = batch.reads.iter().try_for_each(|&(at, off, len)| {
             pread_full(job.src_fd, &mut batch.buf[at..at + len], off)
         });
@@ -573,8 +579,6 @@ fn compress_thread(
             });
             break;
         }
-        out.descs.clear();
-        out.data.clear();
         out.raw_mode = job.adaptive && sh.raw_mode.load(Ordering::Relaxed);
         out.waiting_raw = job.adaptive
             && !out.raw_mode
@@ -609,6 +613,8 @@ fn compress_thread(
                 }
                 Err(e) => {
                     sh.fail_at(batch.seq, CopyError::Os(e));
+                    out.descs.clear();
+                    out.data.clear();
                     let _ = done.send(Done {
                         seq: batch.seq,
                         out,
@@ -937,13 +943,15 @@ mod tests {
     #[test]
     fn adaptive_stores_raw_when_that_is_faster() {
         let (mut a, mut t) = (Adaptive::new(), Instant::now());
-        // 32 batches in 32 ms: not yet the compress probe's 50 ms
-        let modes = feed(&mut a, &mut t, false, 33, (1, 1), 128);
+        // 40 batches at once: not yet the compress probe's 20 ms ...
+        let modes = feed(&mut a, &mut t, false, 40, (0, 0), 128);
         assert!(modes.iter().all(|&m| !m));
-        let modes = feed(&mut a, &mut t, false, 20, (1, 1), 128);
-        assert_eq!(modes.iter().position(|&m| m), Some(17));
-        // raw: 256 pages a millisecond, twice as fast
-        let modes = feed(&mut a, &mut t, true, 250, (1, 0), 256);
+        // ... which batches 1 ms apart reach at the 20th
+        let modes = feed(&mut a, &mut t, false, 30, (1, 1), 128);
+        assert_eq!(modes.iter().position(|&m| m), Some(19));
+        // raw: 1024 pages a millisecond, more than twice the compress probe's 7552 pages
+        // in 20 ms
+        let modes = feed(&mut a, &mut t, true, 250, (1, 0), 1024);
         assert!(modes.iter().all(|&m| m), "raw chosen and kept");
         assert!(matches!(a.state, AdaptState::Chosen { raw: true, .. }));
     }

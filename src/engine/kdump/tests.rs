@@ -484,3 +484,47 @@ fn a_failed_read_of_the_vmcore_stops_the_capture_with_its_offset() {
         }
     }
 }
+
+#[test]
+fn every_hsa_page_is_read_before_the_hsa_is_released() {
+    // The caller releases the HSA when it hears HsaRead; pages read after that would be
+    // the HSA's next contents. Here the release overwrites them: the dump must still
+    // hold what they were, whoever reads the pages (the reader or the compressors).
+    use std::os::unix::fs::FileExt;
+    for (threads, batch_pages, hsa_pfn, mmap) in [
+        (2, 16, 100, false),
+        (2, 7, 100, true),
+        (4, 3, 37, false),
+        (1, 256, 300, false),
+    ] {
+        let (src, segs, model) = source(&[(0, 600 * PS as u64)]);
+        let want = expected(&model);
+        let p = plan(segs, Algo::Snappy, 1, false);
+        let opts = KdumpOptions {
+            threads,
+            batch_pages,
+            hsa_pfn,
+            mmap,
+            ..Default::default()
+        };
+        let mut dst = tempfile::tempfile().unwrap();
+        let mut cb = |e: Event| {
+            if e == Event::HsaRead {
+                let junk = vec![0x5A; hsa_pfn as usize * PS];
+                src.write_all_at(&junk, 4096).unwrap();
+            }
+            true
+        };
+        let r = write_kdump(src.as_raw_fd(), dst.as_raw_fd(), &p, &opts, &mut cb).unwrap();
+        let mut file = Vec::new();
+        use std::io::Seek;
+        dst.seek(std::io::SeekFrom::Start(0)).unwrap();
+        dst.read_to_end(&mut file).unwrap();
+        file[..PS].copy_from_slice(&r.header);
+        let got = decode(&file, false).pages;
+        assert_eq!(
+            got, want,
+            "threads {threads} batch {batch_pages} hsa {hsa_pfn}"
+        );
+    }
+}
