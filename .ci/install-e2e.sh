@@ -10,8 +10,8 @@
 #   `dpkg-deb -x` into ${ZFCPDUMP_E2E_CACHE:-/var/cache/zfcpdump-e2e}/<arch>:
 #   x86_64: Debian's kernel (linux-image-amd64's image package, with its modules);
 #   x86_64-6.12: the same with Debian 13's kernel (its lists in a private apt state);
-#   x86_64-6.16, x86_64-6.17: the same with the newest kernel of each line in
-#   trixie-backports;
+#   x86_64-6.16, -6.17, -6.18, -7.3: the same with the newest kernel of each line in
+#   trixie-backports (tests/e2e/assets.py BACKPORTS_LINES);
 #   s390x-6.12-memory: Debian 13's s390x 6.12 kernel and busybox-static, for the guest
 #   whose memory QEMU writes (tests/e2e/guest_memory.py --fetch);
 #   all: busybox-static, kexec-tools and its libraries, python3.11-minimal,
@@ -50,8 +50,12 @@ fetch() {
 }
 summary=$(fetch x86_64)
 summary612=$(fetch x86_64-6.12)
-summary616=$(fetch x86_64-6.16)
-summary617=$(fetch x86_64-6.17)
+# Debian 13's backports kernels (tests/e2e/assets.py BACKPORTS_LINES)
+backports=""
+for line in $(python3 -c 'import sys; sys.path.insert(0, "tests/e2e"); import assets; print(" ".join(f"{a}.{b}" for a, b in assets.BACKPORTS_LINES))'); do
+    s=$(fetch "x86_64-$line")
+    backports+="${s#e2e assets: }; "
+done
 # the s390x 6.12 kernel whose memory QEMU writes (tests/test_e2e_s390x_612.py)
 memimage=$("${SUDO[@]}" env ZFCPDUMP_E2E_CACHE="$CACHE" python3 tests/e2e/guest_memory.py \
            --fetch 2>>"$LOG" </dev/null) || die "python3 tests/e2e/guest_memory.py --fetch failed"
@@ -69,5 +73,5 @@ s390x=$("${SUDO[@]}" env ZFCPDUMP_E2E_CACHE="$CACHE" \
 
 qv=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
 echo "e2e: qemu-system-x86/misc $qv; ${summary#e2e assets: }; ${summary612#e2e assets: };" \
-     "${summary616#e2e assets: }; ${summary617#e2e assets: }; ${memimage#guest_memory: };" \
+     "${backports}${memimage#guest_memory: };" \
      "${s390x#e2e assets: } ($((SECONDS - START))s)"

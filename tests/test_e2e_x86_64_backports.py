@@ -1,6 +1,6 @@
-"""End to end on Linux 6.16 and 6.17: the newest kernel of each line in Debian 13's
-backports as first and dump kernel, with Debian 12's userland, under
-qemu-system-x86_64 (1 GiB, crashkernel=), as test_e2e_x86_64_612.py does with 6.12.
+"""End to end on Linux 6.16, 6.17, 6.18 and 7.3 (assets.BACKPORTS_LINES): the newest
+kernel of each line in Debian 13's backports as first and dump kernel, with Debian 12's
+userland, under qemu-system-x86_64 (1 GiB, crashkernel=), as test_e2e_x86_64_612.py does with 6.12.
 
 * One crash per kernel, the Rust engine with zfcpdump's defaults in the dump kernel:
   the console shows the whole path, and the raw dump reads back (patterns, the panic in
@@ -11,12 +11,12 @@ qemu-system-x86_64 (1 GiB, crashkernel=), as test_e2e_x86_64_612.py does with 6.
   pages the kernel counts itself (NR_FREE_PAGES of every zone), an independent check.
 
 Needs what test_e2e_x86_64.py needs, the guests (`bash .ci/install-e2e.sh` fetches them:
-`python3 tests/e2e/assets.py fetch x86_64-6.17`) and the sid makedumpfile (`bash
+`python3 tests/e2e/assets.py fetch x86_64-7.3`) and the sid makedumpfile (`bash
 .ci/install-oracles.sh`). Skipped with the reason when something is missing, except in
 CI (CI=1 or ZFCPDUMP_E2E_REQUIRED=1), where it fails.
 
 Knobs: ZFCPDUMP_WHEEL, ZFCPDUMP_E2E_BPO_CRASHKERNEL (default 192M), ZFCPDUMP_E2E_ACCEL,
-ZFCPDUMP_E2E_CACHE, ZFCPDUMP_E2E_KEEP=DIR (kept in DIR/e2e-x86_64-6.1N).
+ZFCPDUMP_E2E_CACHE, ZFCPDUMP_E2E_KEEP=DIR (kept in DIR/e2e-x86_64-A.B).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pytest
 
 from e2e import assets, checks, fixtures, harness
 
-KERNELS = ("x86_64-6.16", "x86_64-6.17")
+KERNELS = tuple(f"x86_64-{a}.{b}" for a, b in assets.BACKPORTS_LINES)
 CRASHKERNEL = os.environ.get("ZFCPDUMP_E2E_BPO_CRASHKERNEL", "192M")
 GUEST_MEM_MIB = 1024
 PATTERN_BYTES = (8 << 20, 4 << 20)  # the first kernel's file and heap patterns

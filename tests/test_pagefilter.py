@@ -109,7 +109,7 @@ def test_slab_as_a_page_type_replaces_pg_slab():
 
 
 @pytest.mark.parametrize("release,arch,message", [
-    ("6.18.0-1-amd64", "x86_64", "verified for x86_64 Linux 4.16 to 6.17, the dump is from 6.18"),
+    ("7.4.0-1-amd64", "x86_64", "verified for x86_64 Linux 4.16 to 7.3, the dump is from 7.4"),
     ("6.13.0", "s390x", "verified for s390x Linux 4.16 to 6.12, the dump is from 6.13.0"),
     ("4.15.0", "x86_64", "the dump is from 4.15.0"),
     ("6.1.0", "aarch64", "x86_64 and s390x page tables only, the dump is aarch64"),
@@ -546,14 +546,14 @@ def test_libkdumpfile_reads_a_filtered_dump(tmp_path, kernel, kernel_core):
 
 def test_unverified_kernel_captures_with_zero_pages_only(tmp_path, kernel, capsys):
     vmcore = tmp_path / "vmcore.elf"
-    size = kernel.write(vmcore, vmcoreinfo(release="6.18.0-1-amd64"))
+    size = kernel.write(vmcore, vmcoreinfo(release="7.4.0-1-amd64"))
     disk = prepared_image(tmp_path, size + (1 << 20))
     capsys.readouterr()
     assert capture(disk, vmcore, "--compress", "zstd", "--dump-level", "31") == 0
     err = capsys.readouterr().err
     assert ("WARNING: --dump-level 31: excluding cache, cache private, user, free pages is not "
-            "possible (the page rules are verified for x86_64 Linux 4.16 to 6.17, the dump is from "
-            "6.18.0-1-amd64); only zero pages are excluded (dump level 1)") in err
+            "possible (the page rules are verified for x86_64 Linux 4.16 to 7.3, the dump is from "
+            "7.4.0-1-amd64); only zero pages are excluded (dump level 1)") in err
     assert struct.unpack_from("<I", dump_bytes(disk), PAGE + 8)[0] == 1
     with open_dump(f"{disk}:1") as d:
         assert d.read_phys(1200 * PAGE, PAGE) == bytes(kernel.mem[1200 * PAGE : 1201 * PAGE])

@@ -17,9 +17,10 @@ s390x kernel has no CRASH_DUMP), decompressed into `kernel/bzImage` of the cache
 its packages come through a separate lists directory (`lists/`, `aptcache/`).
 `x86_64-6.12` is x86_64 with the kernel of Debian 13 (trixie): `kernel_suite` takes
 the kernel package from that suite (a private sources list, `suite_apt()`), the
-userland from the host's Debian 12 lists as for the others. `x86_64-6.16` and
-`x86_64-6.17` take the newest kernel of that line in trixie-backports that downloads
-(`kernel_match`).
+userland from the host's Debian 12 lists as for the others. `x86_64-6.16`,
+`x86_64-6.17`, `x86_64-6.18` and `x86_64-7.3` take the newest kernel of that line in
+trixie-backports that downloads (`kernel_match`); from 6.19 on Debian splits a kernel
+into linux-binary-* (the image) and linux-modules-* (`_kernel_split_parts`).
 
 Stdlib only: `.ci/install-e2e.sh` runs it with the system python3
 (`python3 tests/e2e/assets.py fetch x86_64`) before any venv exists, and
@@ -117,14 +118,19 @@ _X86_64 = Arch(
     kvm_possible=True,
 )
 
+#: the kernel lines of Debian 13's backports the end-to-end tests dump (6.19 is left
+#: out: the mirror holds its linux-binary package but not its linux-modules one)
+BACKPORTS_LINES = ((6, 16), (6, 17), (6, 18), (7, 3))
+
 ARCHES = {
     "x86_64": _X86_64,
     # Debian 13's 6.12 kernel (first and dump kernel) with Debian 12's userland
     "x86_64-6.12": dataclasses.replace(_X86_64, kernel_suite="trixie", cache_key="x86_64-6.12"),
-    # Debian 13's backports kernels 6.16 and 6.17 (the newest of each line that downloads)
-    **{f"x86_64-6.{n}": dataclasses.replace(
-        _X86_64, kernel_suite="trixie-backports", cache_key=f"x86_64-6.{n}",
-        kernel_match=rf"^linux-image-(6\.{n}\.\d+)\+deb13-amd64$") for n in (16, 17)},
+    # Debian 13's backports kernels (the newest of each line that downloads)
+    **{f"x86_64-{a}.{b}": dataclasses.replace(
+        _X86_64, kernel_suite="trixie-backports", cache_key=f"x86_64-{a}.{b}",
+        kernel_match=rf"^linux-image-({a}\.{b}\.\d+)\+deb13-amd64$")
+       for a, b in BACKPORTS_LINES},
     # The kernel comes from the shared sample (CRASH_DUMP, everything built in, so no
     # modules). By default the guest gets the package as pure Python and zfcpdump falls
     # back to its Python engine; a second guest gets the Rust extension cross-built for
@@ -317,6 +323,16 @@ def _kernel_image_package(arch: Arch, opts: list[str]) -> str:
     raise FetchError(f"no linux-image-* dependency in `apt-cache depends {arch.kernel_package}`")
 
 
+def _kernel_split_parts(image: str, opts: list[str]) -> list[str]:
+    """The packages that hold the kernel and its modules where `image` is only their
+    metapackage (Debian's kernels from 6.19 on: linux-binary-* has the vmlinuz,
+    linux-modules-* the modules, linux-base-* modules.builtin, which says what needs no
+    module); [] where the image package holds them itself."""
+    out = _run(["apt-cache", *opts, "depends", image])
+    return [m.group(1) for line in out.splitlines()
+            if (m := re.match(r"\s*Depends:\s*(linux-(?:binary|modules|base)-\S+)", line))]
+
+
 def fetch(arch: Arch, log=lambda s: None) -> Path:
     """Download and unpack the guest packages (once; later calls reuse the cache).
     Returns the cache directory. Raises FetchError with apt's message on failure."""
@@ -329,7 +345,8 @@ def fetch(arch: Arch, log=lambda s: None) -> Path:
         if arch.kernel_suite:
             wanted += f"; kernel from {arch.kernel_suite}"
         if arch.kernel_match:
-            wanted += f" matching {arch.kernel_match}"
+            # (a cache from before the split packages were fetched lacks them)
+            wanted += f" matching {arch.kernel_match} with its split parts"
         if (stamp.exists() and (base / "root").is_dir()
                 and stamp.read_text().splitlines()[:1] == [wanted]):
             return base
@@ -353,7 +370,10 @@ def fetch(arch: Arch, log=lambda s: None) -> Path:
         if arch.kernel_suite:
             kopts = suite_apt(base / "apt", [arch.kernel_suite], log)
             if arch.kernel_match:
-                download_newest(arch.kernel_match, kopts, debs, log)
+                image = download_newest(arch.kernel_match, kopts, debs, log)
+                parts = _kernel_split_parts(image, kopts)
+                if parts:
+                    _download(parts, kopts, debs, log)
             else:
                 _download([_kernel_image_package(arch, kopts)], kopts, debs, log)
             shutil.rmtree(base / "apt")  # the suite's lists: tens of MB
@@ -401,18 +421,23 @@ def given_kernel(arch: Arch, base: Path) -> Path:
 
 def kernel_paths(base: Path) -> tuple[Path, Path, str]:
     """(vmlinuz, modules dir, version) inside an unpacked Debian kernel package; the
-    modules are in lib/modules (Debian 12) or usr/lib/modules (merged /usr, Debian 13)."""
-    images = sorted(glob.glob(str(base / "root" / "boot" / "vmlinuz-*")))
+    modules are in lib/modules (Debian 12) or usr/lib/modules (merged /usr, Debian 13),
+    the image in boot/vmlinuz-VERSION or, from Debian's 7.x packages on,
+    usr/lib/modules/VERSION/vmlinuz."""
+    root = base / "root"
+    images = [(Path(p), Path(p).name[len("vmlinuz-"):])
+              for p in glob.glob(str(root / "boot" / "vmlinuz-*"))]
+    images += [(Path(p), Path(p).parent.name)
+               for p in glob.glob(str(root / "usr" / "lib" / "modules" / "*" / "vmlinuz"))]
     if not images:
-        raise FetchError(f"no boot/vmlinuz-* under {base / 'root'}")
-    vmlinuz = Path(images[-1])
-    version = vmlinuz.name[len("vmlinuz-"):]
+        raise FetchError(f"no boot/vmlinuz-* or usr/lib/modules/*/vmlinuz under {root}")
+    vmlinuz, version = max(images, key=lambda iv: _version_key(iv[1]))
     for lib in ("lib", "usr/lib"):
-        moddir = base / "root" / lib / "modules" / version
-        if moddir.is_dir():
+        moddir = root / lib / "modules" / version
+        if (moddir / "kernel").is_dir():
             return vmlinuz, moddir, version
-    raise FetchError(f"no lib/modules/{version} or usr/lib/modules/{version} under "
-                     f"{base / 'root'}")
+    raise FetchError(f"no lib/modules/{version}/kernel or usr/lib/modules/{version}/kernel "
+                     f"under {root}")
 
 
 def unpack_main(dest: str, suites: str, packages: list[str],
