@@ -56,7 +56,7 @@ for line in $(python3 -c 'import sys; sys.path.insert(0, "tests/e2e"); import as
     s=$(fetch "x86_64-$line")
     backports+="${s#e2e assets: }; "
 done
-# the s390x 6.12 kernel whose memory QEMU writes (tests/test_e2e_s390x_612.py)
+# the s390x 6.12 and 7.2 kernels whose memory QEMU writes (tests/test_e2e_s390x_memory.py)
 memimage=$("${SUDO[@]}" env ZFCPDUMP_E2E_CACHE="$CACHE" python3 tests/e2e/guest_memory.py \
            --fetch 2>>"$LOG" </dev/null) || die "python3 tests/e2e/guest_memory.py --fetch failed"
 

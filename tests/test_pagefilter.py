@@ -110,7 +110,7 @@ def test_slab_as_a_page_type_replaces_pg_slab():
 
 @pytest.mark.parametrize("release,arch,message", [
     ("7.4.0-1-amd64", "x86_64", "verified for x86_64 Linux 4.16 to 7.3, the dump is from 7.4"),
-    ("6.13.0", "s390x", "verified for s390x Linux 4.16 to 6.12, the dump is from 6.13.0"),
+    ("7.3.0", "s390x", "verified for s390x Linux 4.16 to 7.2, the dump is from 7.3.0"),
     ("4.15.0", "x86_64", "the dump is from 4.15.0"),
     ("6.1.0", "aarch64", "x86_64 and s390x page tables only, the dump is aarch64"),
 ])

@@ -274,8 +274,8 @@ def unpack_from_suites(dest: Path, suites: list[str], packages: list[str],
                        log=lambda s: None, deb_arch: Optional[str] = None,
                        newest: Optional[str] = None) -> list[str]:
     """Download `packages` (NAME or NAME/SUITE) of other Debian suites (for `deb_arch`,
-    default the host's), and the newest package matching `newest` (download_newest),
-    and unpack them into `dest`; apt's state lives beside it (dest/../apt) and goes
+    default the host's), and the newest package matching `newest` (download_newest)
+    with its split kernel parts if it is a kernel image, and unpack them into `dest`; apt's state lives beside it (dest/../apt) and goes
     afterwards."""
     work = dest.parent
     opts = suite_apt(work / "apt", suites, log, deb_arch)
@@ -283,7 +283,10 @@ def unpack_from_suites(dest: Path, suites: list[str], packages: list[str],
     shutil.rmtree(debs, ignore_errors=True)
     debs.mkdir(parents=True)
     if newest:
-        download_newest(newest, opts, debs, log)
+        image = download_newest(newest, opts, debs, log)
+        parts = _kernel_split_parts(image, opts)
+        if parts:
+            _download(parts, opts, debs, log)
     _download_each(packages, suites, opts, debs, log)
     names = _unpack(debs, dest)
     shutil.rmtree(debs)

@@ -1,21 +1,23 @@
-"""The memory of a running s390x Linux 6.12 (Debian 13's kernel), as QEMU's
-`dump-guest-memory` writes it: the input of the Linux 6.12 s390x page-filter check.
+"""The memory of a running s390x Linux 6.12 (Debian 13's kernel) or 7.2 (Debian 14's,
+from forky), as QEMU's `dump-guest-memory` writes it: the input of the s390x
+page-filter checks on kernels that cannot kdump here.
 
 From Linux 6.10 the s390x kernel image and its direct map no longer sit at their
 physical addresses; the only s390x kernel with CRASH_DUMP here is the 6.1 sample, and
-Debian's s390x kernels have none, so no kdump of a 6.12 kernel can be made. The page
+Debian's s390x kernels have none, so no kdump of a 6.12 or 7.2 kernel can be made. The page
 classes (free, cache, user) are a property of the memory, not of how it was captured,
 and QEMU's image of the running guest carries the kernel's VMCOREINFO in memory (the
 lowcore points to it), as the 6.1 sample does.
 
-    fetch(): linux-image-6.12.*-s390x and busybox-static from Debian 13 (s390x),
-             unpacked once into $ZFCPDUMP_E2E_CACHE/s390x-6.12-memory/root
+    fetch(line): the newest s390x kernel of that line (LINES) and busybox-static, unpacked
+             once into $ZFCPDUMP_E2E_CACHE/s390x-LINE-memory/root
     build(): a busybox initramfs whose /init fills page cache, shmem and a process's
              anonymous memory, boots the kernel under qemu-system-s390x (TCG, 512 MiB,
              2 CPUs), waits for its READY line and has QEMU write the memory (QMP)
 
-`python3 tests/e2e/guest_memory.py --fetch` (stdlib only: `.ci/install-e2e.sh`) fetches;
-`python tests/e2e/guest_memory.py OUT.elf` (in the test venv) builds one by hand.
+`python3 tests/e2e/guest_memory.py --fetch` (stdlib only: `.ci/install-e2e.sh`) fetches
+every line; `python tests/e2e/guest_memory.py OUT.elf [LINE]` (in the test venv) builds
+one by hand.
 """
 
 from __future__ import annotations
@@ -34,13 +36,17 @@ if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from e2e import assets  # noqa: E402
 
-SUITE = "trixie"
 QEMU = "qemu-system-s390x"
 MEM_MIB = 512
 CPUS = 2
 READY = "ZFCPDUMP-MEMORY-READY"
-#: Debian 13's 6.12 s390x kernel packages (the newest that downloads is taken)
-KERNEL_PACKAGE = r"^linux-image-(6\.12\.\d+)\+deb13-s390x$"
+#: kernel line -> (Debian suite, its image packages; the newest that downloads is taken).
+#: Not trixie-backports: its s390x index failed apt's size check on both days tried
+#: ("Mirror sync in progress?").
+LINES = {
+    "6.12": ("trixie", r"^linux-image-(6\.12\.\d+)\+deb13-s390x$"),
+    "7.2": ("forky", r"^linux-image-(7\.2\.\d+)\+deb14-s390x$"),
+}
 
 # Page cache and shmem (files in tmpfs), 18 MB of anonymous memory held by this shell
 # (PID 1: no background process to wait for; it loops at the end instead of exec'ing
@@ -69,20 +75,28 @@ class GuestMemoryError(RuntimeError):
     """The image could not be made (with what QEMU or apt said)."""
 
 
-def cache_dir() -> Path:
-    return assets.cache_dir(assets.ARCHES["s390x"]).parent / "s390x-6.12-memory"
+def cache_dir(line: str) -> Path:
+    return assets.cache_dir(assets.ARCHES["s390x"]).parent / f"s390x-{line}-memory"
 
 
-def fetch(log=lambda s: None) -> Path:
+def kernel_image(root: Path) -> Path | None:
+    """The unpacked kernel: boot/vmlinuz-* or, in Debian's 7.x packages,
+    usr/lib/modules/VERSION/vmlinuz."""
+    images = sorted(root.glob("boot/vmlinuz-*")) + sorted(root.glob("usr/lib/modules/*/vmlinuz"))
+    return images[-1] if images else None
+
+
+def fetch(line: str, log=lambda s: None) -> Path:
     """The unpacked packages' root (fetched once). Raises assets.FetchError."""
-    base = cache_dir()
+    suite, pattern = LINES[line]
+    base = cache_dir(line)
     base.mkdir(parents=True, exist_ok=True)
     with open(base / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs share the cache
         root = base / "root"
-        if not (list(root.glob("boot/vmlinuz-6.12.*")) and (root / "usr/bin/busybox").is_file()):
-            assets.unpack_from_suites(root, [SUITE], ["busybox-static"], log,
-                                      deb_arch="s390x", newest=KERNEL_PACKAGE)
+        if not (kernel_image(root) and (root / "usr/bin/busybox").is_file()):
+            assets.unpack_from_suites(root, [suite], ["busybox-static"], log,
+                                      deb_arch="s390x", newest=pattern)
         return root
 
 
@@ -137,7 +151,8 @@ class NotReady(GuestMemoryError):
     """The guest booted but did not reach READY in time."""
 
 
-def build(out: Path, workdir: Path, *, boot_timeout: float = 180, log=lambda s: None) -> dict:
+def build(out: Path, workdir: Path, line: str = "6.12", *, boot_timeout: float = 180,
+          log=lambda s: None) -> dict:
     """Boot, wait for READY, write the guest's memory as ELF to `out`. Returns figures
     (kernel, boot and dump seconds, the guest's meminfo lines, `retried`: why the first
     boot was given up, or None). A guest not ready in time is booted once more (one
@@ -145,7 +160,7 @@ def build(out: Path, workdir: Path, *, boot_timeout: float = 180, log=lambda s: 
     or assets.FetchError."""
     if shutil.which(QEMU) is None:
         raise GuestMemoryError(f"{QEMU} not found (bash .ci/install-e2e.sh)")
-    root = fetch(log)
+    root = fetch(line, log)
     try:
         return {**_boot_and_dump(root, out, workdir, boot_timeout), "retried": None}
     except NotReady as first:
@@ -154,7 +169,7 @@ def build(out: Path, workdir: Path, *, boot_timeout: float = 180, log=lambda s: 
 
 
 def _boot_and_dump(root: Path, out: Path, workdir: Path, boot_timeout: float) -> dict:
-    kernel = sorted(root.glob("boot/vmlinuz-6.12.*"))[-1]
+    kernel = kernel_image(root)
     initrd, console, qmp_path, qemu_log = (
         workdir / "memory-initrd.gz", workdir / "memory-console.log",
         workdir / "memory-qmp.sock", workdir / "memory-qemu.log")
@@ -198,22 +213,23 @@ def _boot_and_dump(root: Path, out: Path, workdir: Path, boot_timeout: float) ->
             qemu.kill()
             qemu.wait()
     text = console.read_text(errors="replace")
-    return {"kernel": kernel.name, "boot_s": booted - start, "dump_s": dumped - booted,
+    name = kernel.name if kernel.name != "vmlinuz" else f"vmlinuz-{kernel.parent.name}"
+    return {"kernel": name, "boot_s": booted - start, "dump_s": dumped - booted,
             "meminfo": [ln.strip() for ln in text.splitlines()
                         if re.match(r"\s*(MemFree|Cached|AnonPages|Shmem):", ln)]}
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: guest_memory.py --fetch | OUT.elf")
+    if not 2 <= len(sys.argv) <= 3 or (len(sys.argv) == 3 and sys.argv[2] not in LINES):
+        sys.exit(f"usage: guest_memory.py --fetch | OUT.elf [{'|'.join(LINES)}]")
     say = lambda s: print(f"guest_memory: {s}", file=sys.stderr)  # noqa: E731
     try:
         if sys.argv[1] == "--fetch":
-            kernel = sorted(fetch(log=say).glob("boot/vmlinuz-*"))[-1]
-            print(f"guest_memory: s390x memory-image guest in {kernel.parent.parent}, "
-                  f"{kernel.name}")
+            found = [f"{line} {kernel_image(fetch(line, log=say))}" for line in LINES]
+            print(f"guest_memory: s390x memory-image guests: {', '.join(found)}")
         else:
             target = Path(sys.argv[1]).resolve()
-            print(json.dumps(build(target, target.parent, log=say)))
+            line = sys.argv[2] if len(sys.argv) == 3 else "6.12"
+            print(json.dumps(build(target, target.parent, line, log=say)))
     except (GuestMemoryError, assets.FetchError) as exc:
         sys.exit(f"guest_memory: {exc}")

@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="makedumpfile dump level (0-31, default 1), bits add up: 1 zero pages, "
                    "2 cache, 4 cache and private cache, 8 user process data, 16 free pages are "
                    "left out. 2-16 are decided from the crashed kernel's struct pages (x86_64 "
-                   "Linux 4.16-7.3, s390x 4.16-6.12, VMCOREINFO); elsewhere a WARNING says "
+                   "Linux 4.16-7.3, s390x 4.16-7.2, VMCOREINFO); elsewhere a WARNING says "
                    "why and only zero pages are left out")
     k.add_argument("--adaptive", action="store_true",
                    help="rust engine: compression must not make the dump slower. The "

@@ -11,13 +11,14 @@ The result is the "dumpable" bitmap the kdump writers take. Whatever cannot be r
 keeps its pages: an unmapped root or section is skipped and counted, and a dump
 that lacks what the walk needs raises FilterUnavailable before anything is decided.
 
-Scope: x86_64 dumps of Linux 4.16 to 7.3, s390x dumps of 4.16 to 6.12 (struct page as
+Scope: x86_64 dumps of Linux 4.16 to 7.3, s390x dumps of 4.16 to 7.2 (struct page as
 makedumpfile 1.7.8 reads it: from 6.6 a folio's order in its second page's flags, from
 6.9 slab, buddy, offline and hugetlb as page types; from 6.10 the s390x kernel image
 away from its physical address, s390x.py). Checked page for page against makedumpfile
 1.7.2 on a Debian 12 (6.1) x86_64 vmcore and on the s390x sample dump (qemu-user), and
 against makedumpfile 1.7.8 on Debian 13's 6.12 and its backports' 6.16, 6.17, 6.18 and
-7.3 x86_64 vmcores and on the memory of Debian 13's s390x 6.12 kernel (under qemu-system-s390x;
+7.3 x86_64 vmcores and on the memory of Debian's s390x 6.12 and 7.2 kernels (under
+qemu-system-s390x;
 the s390x makedumpfile under qemu-user), in the end-to-end tests.
 """
 
@@ -40,7 +41,7 @@ __all__ = ["CLASSES", "DL_CLASSES", "FilterResult", "FilterUnavailable", "filter
            "ram_bitmap"]
 
 #: kernels the rules are verified on, by architecture: [first, past the last)
-VERIFIED_KERNELS = {"x86_64": ((4, 16), (7, 4)), "s390x": ((4, 16), (6, 13))}
+VERIFIED_KERNELS = {"x86_64": ((4, 16), (7, 4)), "s390x": ((4, 16), (7, 3))}
 PAGE_TABLES = {"x86_64": X86_64PageTables, "s390x": S390xPageTables}
 #: (SECTION_SIZE_BITS, MAX_PHYSMEM_BITS) of kernels whose VMCOREINFO lacks them
 SPARSEMEM_DEFAULTS = {"x86_64": (27, 46), "s390x": (28, 46)}

@@ -1,12 +1,12 @@
-"""Page-class filtering on s390x Linux 6.12, where the kernel image and the direct map
-no longer sit at their physical addresses (from 6.10: VMCOREINFO's KERNELOFFSET and
-KERNELOFFPHYS say where the image is; the page walk starts at swapper_pg_dir's
-physical address).
+"""Page-class filtering on s390x Linux 6.12 and 7.2 (guest_memory.LINES), where the
+kernel image and the direct map no longer sit at their physical addresses (from 6.10:
+VMCOREINFO's KERNELOFFSET and KERNELOFFPHYS say where the image is; the page walk
+starts at swapper_pg_dir's physical address).
 
-The input is the memory of Debian 13's s390x 6.12 kernel running under
-qemu-system-s390x (TCG, 512 MiB, 2 CPUs; page cache, shmem and a process's memory
-made by its /init), written by QEMU's dump-guest-memory (e2e/guest_memory.py: no
-s390x 6.12 kernel here can kdump). `zfcpdump copy` turns it into an ELF core with the
+The input is the memory of Debian 13's s390x 6.12 kernel, or Debian 14's (forky) 7.2,
+running under qemu-system-s390x (TCG, 512 MiB, 2 CPUs; page cache, shmem and a
+process's memory made by its /init), written by QEMU's dump-guest-memory
+(e2e/guest_memory.py: no such s390x kernel here can kdump). `zfcpdump copy` turns it into an ELF core with the
 VMCOREINFO note it finds in memory, as the 6.1 sample is handled; then:
 
 * `dump --compress zlib --dump-level N` (N = 2, 8, 16, 31) writes the file the s390x
@@ -20,7 +20,7 @@ Needs qemu-system-s390x and the guest's kernel (`bash .ci/install-e2e.sh`: `pyth
 tests/e2e/guest_memory.py --fetch`), the sid s390x makedumpfile (`bash
 .ci/install-oracles.sh`). Skipped with the reason when
 something is missing, except in CI (CI=1 or ZFCPDUMP_E2E_REQUIRED=1), where it fails.
-Knobs: ZFCPDUMP_E2E_CACHE, ZFCPDUMP_E2E_KEEP=DIR (kept in DIR/e2e-s390x-6.12).
+Knobs: ZFCPDUMP_E2E_CACHE, ZFCPDUMP_E2E_KEEP=DIR (kept in DIR/e2e-s390x-LINE).
 """
 
 from __future__ import annotations
@@ -47,24 +47,29 @@ CLASS_OF_LEVEL = {2: "cache", 8: "user", 16: "free"}
 HEADER_FILLED = slice(12, 424)
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return fixtures.make_workdir(tmp_path_factory, "e2e-s390x-6.12")
+@pytest.fixture(scope="module", params=list(guest_memory.LINES))
+def line(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def report(request):
-    yield from fixtures.report_lines(request, "e2e-s390x-6.12")
+def workdir(tmp_path_factory, line) -> Path:
+    return fixtures.make_workdir(tmp_path_factory, f"e2e-s390x-{line}")
 
 
 @pytest.fixture(scope="module")
-def core(workdir, report) -> Path:
+def report(request, line):
+    yield from fixtures.report_lines(request, f"e2e-s390x-{line}")
+
+
+@pytest.fixture(scope="module")
+def core(line, workdir, report) -> Path:
     """The guest's memory as an ELF core with its VMCOREINFO note."""
-    raw, out = workdir / "guest-memory.elf", workdir / "guest-6.12.elf"
+    raw, out = workdir / "guest-memory.elf", workdir / f"guest-{line}.elf"
     try:
-        figures = guest_memory.build(raw, workdir)
+        figures = guest_memory.build(raw, workdir, line)
     except (guest_memory.GuestMemoryError, assets.FetchError) as exc:
-        fixtures.skip_or_fail(str(exc), "s390x 6.12 guest memory image")
+        fixtures.skip_or_fail(str(exc), f"s390x {line} guest memory image")
     report.append(f"guest: {figures['kernel']}, ready in {figures['boot_s']:.1f} s (TCG), "
                   f"memory written in {figures['dump_s']:.1f} s; "
                   + ", ".join(" ".join(m.split()) for m in figures["meminfo"])
@@ -99,16 +104,16 @@ def _ours(core: Path, workdir: Path, level: int, capsys, engine: str = "rust"):
         disk.unlink()
 
 
-def test_s390x_612_release_and_relocated_image(core):
+def test_s390x_release_and_relocated_image(line, core):
     with zfcpdump.open_dump(str(core)) as dump:
         fields = dump.vmcoreinfo_fields()
-    assert fields["OSRELEASE"].startswith("6.12.")
+    assert fields["OSRELEASE"].startswith(f"{line}.")
     # what makes this kernel different: the image is not at its physical address
     assert int(fields["KERNELOFFSET"], 16) != int(fields["KERNELOFFPHYS"], 16)
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_s390x_612_filter_same_dump_as_makedumpfile(core, workdir, report, capsys, level):
+def test_s390x_filter_same_dump_as_makedumpfile(core, workdir, report, capsys, level):
     version = _need_oracle()
     ref = workdir / f"md-{level}.kdump"
     p = run_makedumpfile_sid("-c", "-d", str(level), core, ref)
@@ -131,7 +136,7 @@ def test_s390x_612_filter_same_dump_as_makedumpfile(core, workdir, report, capsy
                                                guest_memory.CPUS))
 
 
-def test_s390x_612_python_engine_writes_the_same_file(core, workdir, capsys):
+def test_s390x_python_engine_writes_the_same_file(core, workdir, capsys):
     rust, _ = _ours(core, workdir, 31, capsys)
     python, _ = _ours(core, workdir, 31, capsys, engine="python")
     assert python[:HEADER_FILLED.start] == rust[:HEADER_FILLED.start]
