@@ -13,8 +13,10 @@ byte.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import MIB, dump_state, sha256_file
@@ -23,7 +25,7 @@ from faults.harness import FaultMount, Loop, copy_sparse, fuse_available
 from zfcpdump.cli.main import main
 from zfcpdump.disk.cksm import cksm
 from zfcpdump.disk.image import create_mbr_image
-from zfcpdump.disk.zipl import ScsiMbr
+from zfcpdump.disk.zipl import BUSY_MARKER, ScsiMbr
 
 pytestmark = pytest.mark.skipif(fuse_available() is not None, reason=str(fuse_available()))
 
@@ -155,6 +157,54 @@ def test_fault_fails_loudly_and_leaves_no_valid_dump(fs, setup, engine, target, 
     assert main(["dump", "-i", str(setup["vmcore"]), "--verify", str(image)]) == 0
     assert main(["check", str(image)]) == 0
     STATS["survived"] += 1
+
+
+@pytest.mark.parametrize("engine", ["rust", "python"])
+@pytest.mark.parametrize("pair", ["busy", "commit"])
+def test_sigkill_cannot_part_a_first_block_from_its_checksum(fs, setup, engine, pair):
+    """SIGKILL while the first block of the dump area goes out (the busy marker at the
+    start, page 0 at the end; here the file system holds that write 2 s): its checksum
+    is written all the same (fileio.pwrite_together writes the pair in a child
+    process), so the next capture is allowed. Written one after the other by the dump
+    process, the kill left the block without its checksum: the next capture refused."""
+    name = f"kill-{engine}-{pair}.img"
+    image = fs.backing / name
+    copy_sparse(setup["template"], image)
+    marker = (BUSY_MARKER if pair == "busy" else b"\x7fELF")[:4].hex()
+    fs.clear_log()
+    fs.set_rules([{"op": "stall", "file": name, "start": PART, "end": PART + 4096,
+                   "data": marker, "seconds": 2, "times": 1}])
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "zfcpdump", "dump", "-i",
+                                 str(fs.mnt / "vmcore.elf"), "--engine", engine,
+                                 str(fs.mnt / name)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not any(e[:1] == ["STALL"] for e in fs.log_entries()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the write was not held: {proc.communicate()}")
+            time.sleep(0.02)
+        proc.kill()
+        proc.communicate(timeout=60)
+        deadline = time.monotonic() + 10  # the held write ends after 2 s
+        while True:
+            first, sb = dump_state(image)
+            if sb.csum == cksm(first) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        fs.set_rules([])
+    assert proc.returncode == -signal.SIGKILL
+    assert sb.csum == cksm(first), "the first block went out without its checksum"
+    if pair == "busy":
+        assert first.startswith(BUSY_MARKER)
+        assert main(["check", str(image)]) == 1
+    else:  # page 0 is written last: the dump is complete
+        assert first.startswith(b"\x7fELF")
+        assert sha256_file(image, PART, setup["size"]) == sha256_file(setup["vmcore"])
+        assert main(["check", str(image)]) == 0
+    assert main(["dump", "-i", str(setup["vmcore"]), "--verify", str(image)]) == 0
 
 
 @pytest.mark.parametrize("engine,threads", [("rust", "1"), ("rust", "2"), ("python", "1")])

@@ -25,7 +25,7 @@ from .disk.cksm import cksm
 from .disk.target import DumpPartition, match_partition
 from .disk.zipl import BUSY_MARKER, CSUM_SEED, SUPERBLOCK_SIZE, ScsiMbr, Superblock, SUPERBLOCK_MAGIC
 from .errors import DiskRefused, DumpFailed, InvalidCore, NotThisFormat
-from .fileio import open_for_reading, pwrite_all
+from .fileio import TogetherWriteError, open_for_reading, pwrite_all, pwrite_together
 from .progress import Progress, mib
 from .readers.elf import ElfCore, parse_elf_core
 
@@ -279,8 +279,9 @@ class Capture:
         return progress
 
     def _write_busy(self, disk_fd: int, sb: Superblock, base: int) -> None:
-        """The busy marker and the checksum that matches it, back to back (the checksum
-        computed beforehand, no signal in between), then flushed."""
+        """The busy marker and the checksum that matches it, together (the checksum
+        computed beforehand; no signal in between, and a SIGKILL cannot part them:
+        `pwrite_together`), then flushed."""
         self._page0_issued = False
         self._superblock_offset = ScsiMbr.from_bytes(
             self._pread(disk_fd, 152, 0, "Read of MBR")).superblock_offset
@@ -291,19 +292,21 @@ class Capture:
         self._busy_page = bytes(page)
         new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, self._busy_page), CSUM_SEED))
         with signals_deferred():
-            self._pwrite(disk_fd, BUSY_MARKER, base, "Write of busy marker to partition")
-            self._pwrite(disk_fd, new_sb.to_bytes(), self._superblock_offset, "Write of superblock")
+            self._pwrite_together(disk_fd, [
+                (BUSY_MARKER, base, "Write of busy marker to partition"),
+                (new_sb.to_bytes(), self._superblock_offset, "Write of superblock")])
         self._flush(disk_fd)
 
     def _commit(self, disk_fd: int, sb: Superblock, base: int, first: bytes) -> None:
         """Write what makes the dump valid (page 0, or a kdump header) and the checksum
-        that matches it, back to back (no signal in between), then flush. Everything
-        else must be durable before this."""
+        that matches it, together (no signal in between, and a SIGKILL cannot part
+        them), then flush. Everything else must be durable before this."""
         new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, first), CSUM_SEED))
         with signals_deferred():
             self._page0_issued = True
-            self._pwrite(disk_fd, first, base, "Write to partition")
-            self._pwrite(disk_fd, new_sb.to_bytes(), self._superblock_offset, "Write of superblock")
+            self._pwrite_together(disk_fd, [
+                (first, base, "Write to partition"),
+                (new_sb.to_bytes(), self._superblock_offset, "Write of superblock")])
         self._flush(disk_fd)
 
     def _committed(self) -> None:
@@ -366,7 +369,7 @@ class Capture:
                 read_mode = res.read_mode
         # Everything but page 0 is durable now (copy_ranges ended with fdatasync).
         # Page 0 makes the dump valid: it and the checksum that matches it are written
-        # back to back (no signal in between), then flushed.
+        # together (no signal in between, not even SIGKILL: _commit), then flushed.
         head = self._pread(src_fd, page0.size, 0, f"Read from {o.vmcore}")
         if len(head) != page0.size:
             raise DumpFailed(f"Read from {o.vmcore} failed: offset=0x{0:016x} bytes=0x{page0.size:016x}"
@@ -414,8 +417,13 @@ class Capture:
         capture is allowed, and flush. Errors here are reported, not raised."""
         try:
             if self._page0_issued and self._busy_page is not None:
-                self._pwrite(disk_fd, self._busy_page, base, "Write of busy marker to partition")
-            self._update_checksum(disk_fd, sb)
+                new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, self._busy_page),
+                                           CSUM_SEED))
+                self._pwrite_together(disk_fd, [
+                    (self._busy_page, base, "Write of busy marker to partition"),
+                    (new_sb.to_bytes(), self._superblock_offset, "Write of superblock")])
+            else:
+                self._update_checksum(disk_fd, sb)
             os.fsync(disk_fd)
         except (OSError, DumpFailed) as exc:
             text = str(exc).replace("\n", ": ")
@@ -426,6 +434,16 @@ class Capture:
             return os.pread(fd, size, offset)
         except OSError as exc:
             raise DumpFailed(f"{what} failed: offset=0x{offset:016x} bytes=0x{size:016x}"
+                             f"\n{exc.strerror}") from None
+
+    def _pwrite_together(self, fd: int, writes: list[tuple[bytes, int, str]]) -> None:
+        """`(data, offset, what)` written in order by pwrite_together; a failed one is
+        reported as _pwrite reports it."""
+        try:
+            pwrite_together(fd, [(data, offset) for data, offset, _ in writes])
+        except TogetherWriteError as exc:
+            data, offset, what = writes[exc.index]
+            raise DumpFailed(f"{what} failed: offset=0x{offset:016x} bytes=0x{len(data):016x}"
                              f"\n{exc.strerror}") from None
 
     def _pwrite(self, fd: int, data: bytes, offset: int, what: str) -> None:

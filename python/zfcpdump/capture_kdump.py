@@ -248,7 +248,7 @@ class KdumpCapture(Capture):
             except engines.EngineIOError as exc:
                 raise DumpFailed(self._kdump_io_message(exc, base, sb.dump_size, mem_bytes)) from None
             # Block 0 makes the dump valid: only after everything else is durable
-            # (the writer ended with fdatasync); it and its checksum back to back.
+            # (the writer ended with fdatasync); it and its checksum together (_commit).
             self._commit(disk_fd, sb, base, bytes(res.header))
         progress.finish()
         elapsed = time.monotonic() - start

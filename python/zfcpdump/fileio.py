@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
+from typing import Sequence
 
 
 def pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -17,6 +19,70 @@ def pwrite_all(fd: int, data: bytes, offset: int) -> None:
             raise OSError(errno.EIO, "write returned 0")
         view = view[n:]
         offset += n
+
+
+class TogetherWriteError(OSError):
+    """A write of pwrite_together failed: `index` says which one."""
+
+    def __init__(self, index: int, err: int):
+        super().__init__(err, os.strerror(err))
+        self.index = index
+
+
+def pwrite_together(fd: int, writes: Sequence[tuple[bytes, int]]) -> None:
+    """pwrite_all each `(data, offset)` in order, in a child process, so that killing
+    this process, with SIGKILL too, cannot leave the first written and the others not:
+    the child goes on to the end (a dump whose page 0 is out without its checksum would
+    be refused by the next capture). The child inherits the signal mask: run this with
+    the terminating signals blocked. Where fork fails, the writes are made here.
+    Raises TogetherWriteError (which write, its errno); nothing after a failed write
+    is written."""
+    try:
+        r, w = os.pipe()
+    except OSError:
+        r = w = -1
+    pid = -1
+    if r >= 0:
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(r)
+            os.close(w)
+    if pid < 0:  # no child: the same writes, here
+        for i, (data, offset) in enumerate(writes):
+            try:
+                pwrite_all(fd, data, offset)
+            except OSError as exc:
+                raise TogetherWriteError(i, exc.errno or errno.EIO) from None
+        return
+    if pid == 0:  # the child: the writes, its report (-1: all written), and out
+        report = struct.pack("<ii", 0, errno.EIO)
+        try:
+            os.close(r)
+            report = struct.pack("<ii", -1, 0)
+            for i, (data, offset) in enumerate(writes):
+                try:
+                    pwrite_all(fd, data, offset)
+                except OSError as exc:
+                    report = struct.pack("<ii", i, exc.errno or errno.EIO)
+                    break
+        finally:
+            try:
+                os.write(w, report)
+            finally:
+                os._exit(0)  # no Python clean-up in a forked child
+    os.close(w)
+    try:
+        report = os.read(r, 8)  # at the child's end (its pipe end closes)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped already (SIGCHLD ignored)
+            pass
+    finally:
+        os.close(r)
+    index, err = struct.unpack("<ii", report) if len(report) == 8 else (0, errno.EIO)
+    if index >= 0:
+        raise TogetherWriteError(index, err)
 
 
 def open_for_reading(path: str) -> int:

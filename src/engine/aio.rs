@@ -193,6 +193,7 @@ impl Drop for Aio {
         if self.inflight == 0
             && std::thread::Builder::new()
                 .name("aio-destroy".into())
+                .stack_size(64 << 10) // one system call; a dump kernel has little memory
                 .spawn(move || destroy(ctx))
                 .is_ok()
         {

@@ -9,8 +9,10 @@ Mounted with direct_io, so every read and write reaches this process (no page ca
 in between) and the log shows the real order of writes and flushes.
 
 RULES.json (re-read whenever it changes; counters restart then) is a list of:
-    {"op": "write"|"read"|"fsync"|"flip",  # flip: store the written data with one
-                                           #   byte inverted at `start` (silent corruption)
+    {"op": "write"|"read"|"fsync"|"flip"|"stall",  # flip: store the written data with
+                                           #   one byte inverted at `start` (silent
+                                           #   corruption); stall: hold the write
+                                           #   `seconds` (default 1), then make it
      "file": "disk.img",                   # optional: only this file
      "start": 1048576, "end": 1052672,     # byte range the op must touch (read/write/flip)
      "data": "7f454c46",                   # optional: the written bytes at `start` must be these
@@ -26,7 +28,8 @@ write from its backing file for a complete one and silently drops the rest).
 
 The log (one line per op, flushed at once): `<seq> write <file> <offset> <size>`,
 `<seq> fsync <file> <datasync>`, `<seq> flush <file>`, `<seq> read <file> <offset> <size>`
-(reads only with --log-reads), `<seq> FAIL <op> <file> <offset> <errno>`.
+(reads only with --log-reads), `<seq> FAIL <op> <file> <offset> <errno>`,
+`<seq> STALL write <file> <offset>` (when a stall begins).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 import mfusepy as fuse
 
@@ -95,7 +99,7 @@ class Rules:
             for i, r in enumerate(self.rules):
                 if not self.armed[i]:
                     continue
-                if r["op"] != op and not (op == "write" and r["op"] == "flip"):
+                if r["op"] != op and not (op == "write" and r["op"] in ("flip", "stall")):
                     continue
                 if r.get("file") not in (None, name):
                     continue
@@ -209,6 +213,9 @@ class FaultFS(fuse.Operations):
                 buf[start - offset] ^= 0xFF
                 self._log(f"FLIP write {name} {start}")
                 data = bytes(buf)
+            elif rule["op"] == "stall":
+                self._log(f"STALL write {name} {offset}")
+                time.sleep(rule.get("seconds", 1))
             else:
                 if start > offset and rule.get("short", True):  # a short write first, as a file system that fills up does
                     n = os.pwrite(fh, data[: start - offset], offset)
