@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the end-to-end dump-kernel tests (tests/test_e2e_x86_64.py,
-# tests/test_e2e_x86_64_612.py, tests/test_e2e_x86_64_backports.py, tests/test_e2e_s390x.py)
-# need:
+# tests/test_e2e_x86_64_612.py, tests/test_e2e_x86_64_backports.py, tests/test_e2e_s390x.py,
+# tests/test_e2e_s390x_memory.py) need:
 #
 # * host packages (Debian 12): qemu-system-x86 (QEMU + SeaBIOS), qemu-system-misc
 #   (qemu-system-s390x), kexec-tools (vmcore-dmesg, to read the panic out of the dump),
@@ -12,8 +12,10 @@
 #   x86_64-6.12: the same with Debian 13's kernel (its lists in a private apt state);
 #   x86_64-6.16, -6.17, -6.18, -7.3: the same with the newest kernel of each line in
 #   trixie-backports (tests/e2e/assets.py BACKPORTS_LINES);
-#   s390x-6.12-memory: Debian 13's s390x 6.12 kernel and busybox-static, for the guest
-#   whose memory QEMU writes (tests/e2e/guest_memory.py --fetch);
+#   s390x-6.12-memory, s390x-7.2-memory: Debian 13's s390x 6.12 kernel, Debian 14's
+#   (forky) 7.2, and busybox-static, for the guests whose memory QEMU writes
+#   (tests/e2e/guest_memory.py --fetch; a line forky no longer holds only warns, and
+#   its test says so);
 #   all: busybox-static, kexec-tools and its libraries, python3.11-minimal,
 #   libpython3.11-stdlib and their libraries, python3-pyelftools (tests/e2e/assets.py
 #   has the list). s390x packages come through a separate apt lists directory inside
@@ -52,7 +54,9 @@ summary=$(fetch x86_64)
 summary612=$(fetch x86_64-6.12)
 # Debian 13's backports kernels (tests/e2e/assets.py BACKPORTS_LINES)
 backports=""
-for line in $(python3 -c 'import sys; sys.path.insert(0, "tests/e2e"); import assets; print(" ".join(f"{a}.{b}" for a, b in assets.BACKPORTS_LINES))'); do
+lines=$(python3 -c 'import sys; sys.path.insert(0, "tests/e2e"); import assets; print(" ".join(f"{a}.{b}" for a, b in assets.BACKPORTS_LINES))') \
+    || die "tests/e2e/assets.py BACKPORTS_LINES could not be read"
+for line in $lines; do
     s=$(fetch "x86_64-$line")
     backports+="${s#e2e assets: }; "
 done

@@ -187,12 +187,16 @@ def test_sigkill_cannot_part_a_first_block_from_its_checksum(fs, setup, engine, 
             time.sleep(0.02)
         proc.kill()
         proc.communicate(timeout=60)
-        deadline = time.monotonic() + 10  # the held write ends after 2 s
-        while True:
-            first, sb = dump_state(image)
-            if sb.csum == cksm(first) or time.monotonic() > deadline:
+        # The held write ends after 2 s; then its checksum must follow (the superblock
+        # written after the STALL line), although the dump process is gone.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            log = fs.log_entries()
+            stall = next(i for i, e in enumerate(log) if e[:1] == ["STALL"])
+            if any(e[:3] == ["write", name, str(setup["sb_off"])] for e in log[stall:]):
                 break
             time.sleep(0.1)
+        first, sb = dump_state(image)
     finally:
         fs.set_rules([])
     assert proc.returncode == -signal.SIGKILL

@@ -33,8 +33,11 @@ def pwrite_together(fd: int, writes: Sequence[tuple[bytes, int]]) -> None:
     """pwrite_all each `(data, offset)` in order, in a child process, so that killing
     this process, with SIGKILL too, cannot leave the first written and the others not:
     the child goes on to the end (a dump whose page 0 is out without its checksum would
-    be refused by the next capture). The child inherits the signal mask: run this with
-    the terminating signals blocked. Where fork fails, the writes are made here.
+    be refused by the next capture). The child leaves the process group at once, so a
+    signal to the group (Ctrl-C, Ctrl-\\, kill -PGID) misses it; only a kill of the
+    whole cgroup (systemd stopping the unit) still takes both. It inherits the signal
+    mask: run this with the terminating signals blocked. Where fork fails, the writes
+    are made here.
     Raises TogetherWriteError (which write, its errno); nothing after a failed write
     is written."""
     try:
@@ -58,6 +61,7 @@ def pwrite_together(fd: int, writes: Sequence[tuple[bytes, int]]) -> None:
     if pid == 0:  # the child: the writes, its report (-1: all written), and out
         report = struct.pack("<ii", 0, errno.EIO)
         try:
+            os.setpgid(0, 0)
             os.close(r)
             report = struct.pack("<ii", -1, 0)
             for i, (data, offset) in enumerate(writes):
@@ -74,12 +78,12 @@ def pwrite_together(fd: int, writes: Sequence[tuple[bytes, int]]) -> None:
     os.close(w)
     try:
         report = os.read(r, 8)  # at the child's end (its pipe end closes)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:  # reaped already (SIGCHLD ignored)
-            pass
     finally:
         os.close(r)
+        try:
+            os.waitpid(pid, 0)  # reaped even if the read failed: no write left behind
+        except ChildProcessError:  # reaped already (SIGCHLD ignored)
+            pass
     index, err = struct.unpack("<ii", report) if len(report) == 8 else (0, errno.EIO)
     if index >= 0:
         raise TogetherWriteError(index, err)

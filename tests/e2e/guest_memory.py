@@ -47,6 +47,13 @@ LINES = {
     "6.12": ("trixie", r"^linux-image-(6\.12\.\d+)\+deb13-s390x$"),
     "7.2": ("forky", r"^linux-image-(7\.2\.\d+)\+deb14-s390x$"),
 }
+#: lines of a suite that drops a kernel when the next comes (Debian testing): the day
+#: the mirror has none left, fetching them only warns and their test is skipped
+MOVING_SUITES = ("forky", "sid")
+
+
+class LineGone(assets.FetchError):
+    """A line of a moving suite that the mirror no longer holds."""
 
 # Page cache and shmem (files in tmpfs), 18 MB of anonymous memory held by this shell
 # (PID 1: no background process to wait for; it loops at the end instead of exec'ing
@@ -80,10 +87,11 @@ def cache_dir(line: str) -> Path:
 
 
 def kernel_image(root: Path) -> Path | None:
-    """The unpacked kernel: boot/vmlinuz-* or, in Debian's 7.x packages,
-    usr/lib/modules/VERSION/vmlinuz."""
-    images = sorted(root.glob("boot/vmlinuz-*")) + sorted(root.glob("usr/lib/modules/*/vmlinuz"))
-    return images[-1] if images else None
+    """The unpacked kernel, the newest if several: boot/vmlinuz-VERSION or, in Debian's
+    7.x packages, usr/lib/modules/VERSION/vmlinuz."""
+    images = [(p, p.name[len("vmlinuz-"):]) for p in root.glob("boot/vmlinuz-*")]
+    images += [(p, p.parent.name) for p in root.glob("usr/lib/modules/*/vmlinuz")]
+    return max(images, key=lambda iv: assets._version_key(iv[1]))[0] if images else None
 
 
 def fetch(line: str, log=lambda s: None) -> Path:
@@ -95,8 +103,14 @@ def fetch(line: str, log=lambda s: None) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs share the cache
         root = base / "root"
         if not (kernel_image(root) and (root / "usr/bin/busybox").is_file()):
-            assets.unpack_from_suites(root, [suite], ["busybox-static"], log,
-                                      deb_arch="s390x", newest=pattern)
+            try:
+                assets.unpack_from_suites(root, [suite], ["busybox-static"], log,
+                                          deb_arch="s390x", newest=pattern)
+            except assets.FetchError as exc:
+                if suite in MOVING_SUITES and "no package matching" in str(exc):
+                    raise LineGone(f"Debian {suite} no longer holds an s390x {line} kernel "
+                                   f"(a testing suite moves on): {exc}") from None
+                raise
         return root
 
 
@@ -225,7 +239,12 @@ if __name__ == "__main__":
     say = lambda s: print(f"guest_memory: {s}", file=sys.stderr)  # noqa: E731
     try:
         if sys.argv[1] == "--fetch":
-            found = [f"{line} {kernel_image(fetch(line, log=say))}" for line in LINES]
+            found = []
+            for line in LINES:
+                try:
+                    found.append(f"{line} {kernel_image(fetch(line, log=say))}")
+                except LineGone as exc:
+                    found.append(f"{line} WARNING: {exc}")
             print(f"guest_memory: s390x memory-image guests: {', '.join(found)}")
         else:
             target = Path(sys.argv[1]).resolve()
