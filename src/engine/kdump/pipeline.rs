@@ -30,10 +30,12 @@
 //! enough to see the disk's own speed) and measures the non-zero pages written per
 //! second. The compress probe comes first; if the writer hardly ever waited in it,
 //! the disk is what holds compressing up, storing raw could only be slower, and no
-//! raw probe is run. The faster mode (raw only if [`RAW_MARGIN`] times as fast) then
-//! runs [`CHOSEN_PER_PROBE`] times as long as the probes took (at least
-//! [`CHOSEN_MIN`]) before the next probe. The dump's bytes then depend on timing;
-//! without adaptive mode they do not.
+//! raw probe is run, and compressing goes on for [`CHOSEN_DISK_BOUND`] only before the
+//! next compress probe (free while compressing is right: a disk that stalled in the
+//! probe no longer holds compressing on for seconds). Otherwise the faster mode (raw
+//! only if [`RAW_MARGIN`] times as fast) runs [`CHOSEN_PER_PROBE`] times as long as
+//! the probes took, from [`CHOSEN_MIN`] to [`CHOSEN_MAX`], before the next probe. The
+//! dump's bytes then depend on timing; without adaptive mode they do not.
 //!
 //! Memory bound: `4 × threads + 4` (at most 32) input batches and as many output
 //! batches of `batch_pages` × page size each (1 MiB by default), plus the stream
@@ -84,8 +86,12 @@ const PROBE_PAGES: u64 = 4096;
 const PROBE_MAX: Duration = Duration::from_secs(2);
 /// the faster mode runs this many times as long as its probes took ...
 const CHOSEN_PER_PROBE: u32 = 20;
-/// ... and at least this long
+/// ... and at least this long ...
 const CHOSEN_MIN: Duration = Duration::from_secs(2);
+/// ... and at most this long (a probe the disk stalled in took seconds)
+const CHOSEN_MAX: Duration = Duration::from_secs(4);
+/// compressing chosen without a raw probe (the writes held it up) runs this long
+const CHOSEN_DISK_BOUND: Duration = Duration::from_millis(250);
 /// a compress probe whose writer waited less than 1/this of the time was held up by
 /// the disk: raw is then slower, and not probed
 const DISK_BOUND_WAIT: u32 = 10;
@@ -840,7 +846,8 @@ impl Adaptive {
                     return *raw;
                 }
                 let rate = *pages as f64 / took.as_secs_f64();
-                let chosen = if !enough || (!*raw && *waited < took / DISK_BOUND_WAIT) {
+                let disk_bound = !enough || (!*raw && *waited < took / DISK_BOUND_WAIT);
+                let chosen = if disk_bound {
                     // the writes held compressing up: storing raw means more of them (or
                     // the memory is nearly all zero pages, fast either way)
                     Some(false)
@@ -854,9 +861,14 @@ impl Adaptive {
                     None => Self::probe(true),
                     Some(raw) => {
                         let probes = now.duration_since(self.probes_began.unwrap_or(t0));
+                        let period = if disk_bound {
+                            CHOSEN_DISK_BOUND
+                        } else {
+                            (probes * CHOSEN_PER_PROBE).clamp(CHOSEN_MIN, CHOSEN_MAX)
+                        };
                         AdaptState::Chosen {
                             raw,
-                            until: now + (probes * CHOSEN_PER_PROBE).max(CHOSEN_MIN),
+                            until: now + period,
                         }
                     }
                 };
@@ -926,6 +938,30 @@ mod tests {
         let modes = feed(&mut a, &mut t, false, 40, (2, 0), 256);
         assert!(modes.iter().all(|&m| !m));
         assert!(matches!(a.state, AdaptState::Chosen { raw: false, .. }));
+        // ... for 250 ms only: then the next compress probe (here the disk stalled in
+        // the first one, and now the writer waits: the raw probe follows)
+        feed(&mut a, &mut t, false, 130, (2, 0), 256);
+        assert!(matches!(a.state, AdaptState::Probe { raw: false, .. }));
+        let modes = feed(&mut a, &mut t, false, 40, (1, 1), 256);
+        assert!(
+            modes.last() == Some(&true),
+            "raw probe after a waiting compress probe"
+        );
+    }
+
+    #[test]
+    fn adaptive_mode_chosen_after_a_stalled_probe_is_probed_again_within_4_s() {
+        let (mut a, mut t) = (Adaptive::new(), Instant::now());
+        // compress probe, the writer waiting
+        feed(&mut a, &mut t, false, 33, (1, 1), 256);
+        // the raw probe meets a stalled disk: 2 s for 32 batches, compress chosen ...
+        let modes = feed(&mut a, &mut t, true, 33, (62, 0), 256);
+        assert_eq!(modes.last(), Some(&false));
+        // ... not for 20 times those 2 s, but 4 s at most
+        feed(&mut a, &mut t, false, 39, (100, 0), 256);
+        assert!(matches!(a.state, AdaptState::Chosen { raw: false, .. }));
+        feed(&mut a, &mut t, false, 2, (100, 0), 256);
+        assert!(matches!(a.state, AdaptState::Probe { raw: false, .. }));
     }
 
     #[test]
