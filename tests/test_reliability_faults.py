@@ -65,6 +65,23 @@ def assert_no_valid_dump(image, capsys=None):
     assert main(["check", str(image)]) == 1
 
 
+def assert_failed_with_eio_at(res, at: int) -> str:
+    """A capture that failed loudly on an EIO at offset `at` (of the vmcore for a read,
+    of the partition for a write): exit 1, "Dump failed", an ERROR: line whose
+    offset/bytes cover `at`, the errno text. Returns that line."""
+    err = res.stderr
+    assert res.returncode == 1, (res.stdout, err)
+    assert res.stdout.splitlines()[-1] == "Dump failed"
+    assert "Traceback" not in err
+    first = next(line for line in err.splitlines() if line.startswith("ERROR: "))
+    assert ERRTEXT["EIO"] in err, err
+    m = re.search(r"offset=0x([0-9a-f]{16}) bytes=0x([0-9a-f]{16})", first)
+    assert m, err
+    off, n = int(m.group(1), 16), int(m.group(2), 16)
+    assert off <= at < off + n, (first, hex(at))
+    return first
+
+
 def run_dump(*args, timeout=120):
     return subprocess.run([sys.executable, "-m", "zfcpdump", "dump", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
@@ -226,16 +243,8 @@ def test_compressed_capture_read_fault_fails_loudly(fs, setup, engine, threads):
                        "--compress", "zstd", "--dump-level", "0", fs.mnt / name)
     finally:
         fs.set_rules([])
-    err = res.stderr
-    assert res.returncode == 1, (res.stdout, err)
-    assert res.stdout.splitlines()[-1] == "Dump failed"
-    assert "Traceback" not in err
-    first = next(line for line in err.splitlines() if line.startswith("ERROR: "))
-    assert first.startswith(f"ERROR: Read from {fs.mnt / 'vmcore.elf'} failed: offset=0x"), err
-    assert ERRTEXT["EIO"] in err, err
-    m = re.search(r"offset=0x([0-9a-f]{16}) bytes=0x([0-9a-f]{16})", first)
-    off, n = int(m.group(1), 16), int(m.group(2), 16)
-    assert off <= fault_at < off + n, (first, hex(fault_at))
+    first = assert_failed_with_eio_at(res, fault_at)
+    assert first.startswith(f"ERROR: Read from {fs.mnt / 'vmcore.elf'} failed: offset=0x")
     assert_no_valid_dump(image)
     assert main(["dump", "-i", str(setup["vmcore"]), "--compress", "zstd", str(image)]) == 0
     assert main(["check", str(image)]) == 0
@@ -259,16 +268,7 @@ def test_compressed_capture_fault_fails_loudly(fs, setup, engine, direct):
                        "--compress", "none", "--dump-level", "0", fs.mnt / name)
     finally:
         fs.set_rules([])
-    err = res.stderr
-    assert res.returncode == 1, (res.stdout, err)
-    assert res.stdout.splitlines()[-1] == "Dump failed"
-    assert "Traceback" not in err
-    first = next(line for line in err.splitlines() if line.startswith("ERROR: "))
-    assert ERRTEXT["EIO"] in err, err
-    m = re.search(r"offset=0x([0-9a-f]{16}) bytes=0x([0-9a-f]{16})", first)
-    assert m, err
-    off, n = int(m.group(1), 16), int(m.group(2), 16)
-    assert off <= fault_at - PART < off + n, (first, hex(fault_at - PART))
+    assert_failed_with_eio_at(res, fault_at - PART)
     assert_no_valid_dump(image)
     assert main(["dump", "-i", str(setup["vmcore"]), "--compress", "zstd", str(image)]) == 0
     assert main(["check", str(image)]) == 0
