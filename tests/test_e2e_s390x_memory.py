@@ -6,8 +6,9 @@ starts at swapper_pg_dir's physical address).
 The input is the memory of Debian 13's s390x 6.12 kernel, or Debian 14's (forky) 7.2,
 running under qemu-system-s390x (TCG, 512 MiB, 2 CPUs; page cache, shmem and a
 process's memory made by its /init), written by QEMU's dump-guest-memory
-(e2e/guest_memory.py: no such s390x kernel here can kdump). `zfcpdump copy` turns it into an ELF core with the
-VMCOREINFO note it finds in memory, as the 6.1 sample is handled; then:
+(e2e/guest_memory.py: no such s390x kernel here can kdump). `zfcpdump copy` turns it
+into an ELF core with the VMCOREINFO note it finds in memory, as the 6.1 sample is
+handled; then:
 
 * `dump --compress zlib --dump-level N` (N = 2, 8, 16, 31) writes the file the s390x
   makedumpfile 1.7.8 (Debian sid, qemu-user) writes with `-c -d N`, byte for byte after
@@ -18,8 +19,7 @@ VMCOREINFO note it finds in memory, as the 6.1 sample is handled; then:
 
 Needs qemu-system-s390x and the guest's kernel (`bash .ci/install-e2e.sh`: `python3
 tests/e2e/guest_memory.py --fetch`), the sid s390x makedumpfile (`bash
-.ci/install-oracles.sh`). Skipped with the reason when
-something is missing, except in CI (CI=1 or ZFCPDUMP_E2E_REQUIRED=1), where it fails.
+.ci/install-oracles.sh`). Skipped with the reason when something is missing, except in CI (CI=1 or ZFCPDUMP_E2E_REQUIRED=1), where it fails.
 Knobs: ZFCPDUMP_E2E_CACHE, ZFCPDUMP_E2E_KEEP=DIR (kept in DIR/e2e-s390x-LINE).
 """
 

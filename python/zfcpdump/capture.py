@@ -290,23 +290,18 @@ class Capture:
         page = bytearray(self._pread(disk_fd, min(PAGE, sb.dump_size), base, "Read of partition"))
         page[: len(BUSY_MARKER)] = BUSY_MARKER
         self._busy_page = bytes(page)
-        new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, self._busy_page), CSUM_SEED))
         with signals_deferred():
-            self._pwrite_together(disk_fd, [
-                (BUSY_MARKER, base, "Write of busy marker to partition"),
-                (new_sb.to_bytes(), self._superblock_offset, "Write of superblock")])
+            self._write_with_checksum(disk_fd, sb, base, BUSY_MARKER,
+                                      "Write of busy marker to partition")
         self._flush(disk_fd)
 
     def _commit(self, disk_fd: int, sb: Superblock, base: int, first: bytes) -> None:
         """Write what makes the dump valid (page 0, or a kdump header) and the checksum
         that matches it, together (no signal in between, and a SIGKILL cannot part
         them), then flush. Everything else must be durable before this."""
-        new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, first), CSUM_SEED))
         with signals_deferred():
             self._page0_issued = True
-            self._pwrite_together(disk_fd, [
-                (first, base, "Write to partition"),
-                (new_sb.to_bytes(), self._superblock_offset, "Write of superblock")])
+            self._write_with_checksum(disk_fd, sb, base, first, "Write to partition")
         self._flush(disk_fd)
 
     def _committed(self) -> None:
@@ -417,11 +412,8 @@ class Capture:
         capture is allowed, and flush. Errors here are reported, not raised."""
         try:
             if self._page0_issued and self._busy_page is not None:
-                new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, self._busy_page),
-                                           CSUM_SEED))
-                self._pwrite_together(disk_fd, [
-                    (self._busy_page, base, "Write of busy marker to partition"),
-                    (new_sb.to_bytes(), self._superblock_offset, "Write of superblock")])
+                self._write_with_checksum(disk_fd, sb, base, self._busy_page,
+                                          "Write of busy marker to partition")
             else:
                 self._update_checksum(disk_fd, sb)
             os.fsync(disk_fd)
@@ -436,22 +428,25 @@ class Capture:
             raise DumpFailed(f"{what} failed: offset=0x{offset:016x} bytes=0x{size:016x}"
                              f"\n{exc.strerror}") from None
 
-    def _pwrite_together(self, fd: int, writes: list[tuple[bytes, int, str]]) -> None:
-        """`(data, offset, what)` written in order by pwrite_together; a failed one is
-        reported as _pwrite reports it."""
+    def _write_with_checksum(self, disk_fd: int, sb: Superblock, base: int, data: bytes,
+                             what: str) -> None:
+        """`data` at `base` (the busy marker, page 0, a kdump header) and the superblock
+        with the checksum of the area as it will be, together: pwrite_together, so that
+        not even a SIGKILL leaves one without the other."""
+        new_sb = sb.with_csum(cksm(self._overlay(disk_fd, sb, base, data), CSUM_SEED))
+        writes = [(data, base, what),
+                  (new_sb.to_bytes(), self._superblock_offset, "Write of superblock")]
         try:
-            pwrite_together(fd, [(data, offset) for data, offset, _ in writes])
+            pwrite_together(disk_fd, [(d, off) for d, off, _ in writes])
         except TogetherWriteError as exc:
             data, offset, what = writes[exc.index]
-            raise DumpFailed(f"{what} failed: offset=0x{offset:016x} bytes=0x{len(data):016x}"
-                             f"\n{exc.strerror}") from None
+            raise _write_failed(what, offset, len(data), exc) from None
 
     def _pwrite(self, fd: int, data: bytes, offset: int, what: str) -> None:
         try:
             pwrite_all(fd, data, offset)
         except OSError as exc:
-            raise DumpFailed(f"{what} failed: offset=0x{offset:016x} bytes=0x{len(data):016x}"
-                             f"\n{exc.strerror}") from None
+            raise _write_failed(what, offset, len(data), exc) from None
 
     def _flush(self, fd: int) -> None:
         try:
@@ -506,6 +501,11 @@ def release_signals() -> None:
             signal.signal(s, handler)
     except (OSError, ValueError):
         pass
+
+
+def _write_failed(what: str, offset: int, length: int, exc: OSError) -> DumpFailed:
+    return DumpFailed(f"{what} failed: offset=0x{offset:016x} bytes=0x{length:016x}"
+                      f"\n{exc.strerror}")
 
 
 @contextlib.contextmanager

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import glob
 import os
 import platform
 import re
@@ -274,19 +273,16 @@ def unpack_from_suites(dest: Path, suites: list[str], packages: list[str],
                        log=lambda s: None, deb_arch: Optional[str] = None,
                        newest: Optional[str] = None) -> list[str]:
     """Download `packages` (NAME or NAME/SUITE) of other Debian suites (for `deb_arch`,
-    default the host's), and the newest package matching `newest` (download_newest)
-    with its split kernel parts if it is a kernel image, and unpack them into `dest`; apt's state lives beside it (dest/../apt) and goes
-    afterwards."""
+    default the host's), and the newest kernel image package matching `newest`
+    (download_newest_kernel), and unpack them into `dest`; apt's state lives beside it
+    (dest/../apt) and goes afterwards."""
     work = dest.parent
     opts = suite_apt(work / "apt", suites, log, deb_arch)
     debs = work / "debs"
     shutil.rmtree(debs, ignore_errors=True)
     debs.mkdir(parents=True)
     if newest:
-        image = download_newest(newest, opts, debs, log)
-        parts = _kernel_split_parts(image, opts)
-        if parts:
-            _download(parts, opts, debs, log)
+        download_newest_kernel(newest, opts, debs, log)
     _download_each(packages, suites, opts, debs, log)
     names = _unpack(debs, dest)
     shutil.rmtree(debs)
@@ -324,6 +320,15 @@ def _kernel_image_package(arch: Arch, opts: list[str]) -> str:
         if m:
             return m.group(1)
     raise FetchError(f"no linux-image-* dependency in `apt-cache depends {arch.kernel_package}`")
+
+
+def download_newest_kernel(pattern: str, opts: list[str], debs: Path, log) -> None:
+    """download_newest of the kernel image packages matching `pattern`, and the
+    packages it is split into, if it is (_kernel_split_parts)."""
+    image = download_newest(pattern, opts, debs, log)
+    parts = _kernel_split_parts(image, opts)
+    if parts:
+        _download(parts, opts, debs, log)
 
 
 def _kernel_split_parts(image: str, opts: list[str]) -> list[str]:
@@ -373,10 +378,7 @@ def fetch(arch: Arch, log=lambda s: None) -> Path:
         if arch.kernel_suite:
             kopts = suite_apt(base / "apt", [arch.kernel_suite], log)
             if arch.kernel_match:
-                image = download_newest(arch.kernel_match, kopts, debs, log)
-                parts = _kernel_split_parts(image, kopts)
-                if parts:
-                    _download(parts, kopts, debs, log)
+                download_newest_kernel(arch.kernel_match, kopts, debs, log)
             else:
                 _download([_kernel_image_package(arch, kopts)], kopts, debs, log)
             shutil.rmtree(base / "apt")  # the suite's lists: tens of MB
@@ -422,19 +424,24 @@ def given_kernel(arch: Arch, base: Path) -> Path:
     return out
 
 
+def find_kernel_image(root: Path) -> Optional[tuple[Path, str]]:
+    """(image, version) of the newest kernel unpacked under `root`: boot/vmlinuz-VERSION
+    or, from Debian's 7.x packages on, usr/lib/modules/VERSION/vmlinuz; None if none."""
+    images = [(p, p.name[len("vmlinuz-"):]) for p in root.glob("boot/vmlinuz-*")]
+    images += [(p, p.parent.name) for p in root.glob("usr/lib/modules/*/vmlinuz")]
+    return max(images, key=lambda iv: _version_key(iv[1])) if images else None
+
+
 def kernel_paths(base: Path) -> tuple[Path, Path, str]:
     """(vmlinuz, modules dir, version) inside an unpacked Debian kernel package; the
     modules are in lib/modules (Debian 12) or usr/lib/modules (merged /usr, Debian 13),
     the image in boot/vmlinuz-VERSION or, from Debian's 7.x packages on,
     usr/lib/modules/VERSION/vmlinuz."""
     root = base / "root"
-    images = [(Path(p), Path(p).name[len("vmlinuz-"):])
-              for p in glob.glob(str(root / "boot" / "vmlinuz-*"))]
-    images += [(Path(p), Path(p).parent.name)
-               for p in glob.glob(str(root / "usr" / "lib" / "modules" / "*" / "vmlinuz"))]
-    if not images:
+    found = find_kernel_image(root)
+    if found is None:
         raise FetchError(f"no boot/vmlinuz-* or usr/lib/modules/*/vmlinuz under {root}")
-    vmlinuz, version = max(images, key=lambda iv: _version_key(iv[1]))
+    vmlinuz, version = found
     for lib in ("lib", "usr/lib"):
         moddir = root / lib / "modules" / version
         if (moddir / "kernel").is_dir():

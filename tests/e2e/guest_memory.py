@@ -55,6 +55,7 @@ MOVING_SUITES = ("forky", "sid")
 class LineGone(assets.FetchError):
     """A line of a moving suite that the mirror no longer holds."""
 
+
 # Page cache and shmem (files in tmpfs), 18 MB of anonymous memory held by this shell
 # (PID 1: no background process to wait for; it loops at the end instead of exec'ing
 # sleep, which would drop the memory), the rest free. drop_caches first: the classes
@@ -87,11 +88,9 @@ def cache_dir(line: str) -> Path:
 
 
 def kernel_image(root: Path) -> Path | None:
-    """The unpacked kernel, the newest if several: boot/vmlinuz-VERSION or, in Debian's
-    7.x packages, usr/lib/modules/VERSION/vmlinuz."""
-    images = [(p, p.name[len("vmlinuz-"):]) for p in root.glob("boot/vmlinuz-*")]
-    images += [(p, p.parent.name) for p in root.glob("usr/lib/modules/*/vmlinuz")]
-    return max(images, key=lambda iv: assets._version_key(iv[1]))[0] if images else None
+    """The unpacked kernel (assets.find_kernel_image), None if there is none."""
+    found = assets.find_kernel_image(root)
+    return found[0] if found else None
 
 
 def fetch(line: str, log=lambda s: None) -> Path:
@@ -183,7 +182,7 @@ def build(out: Path, workdir: Path, line: str = "6.12", *, boot_timeout: float =
 
 
 def _boot_and_dump(root: Path, out: Path, workdir: Path, boot_timeout: float) -> dict:
-    kernel = kernel_image(root)
+    kernel, version = assets.find_kernel_image(root)
     initrd, console, qmp_path, qemu_log = (
         workdir / "memory-initrd.gz", workdir / "memory-console.log",
         workdir / "memory-qmp.sock", workdir / "memory-qemu.log")
@@ -209,8 +208,8 @@ def _boot_and_dump(root: Path, out: Path, workdir: Path, boot_timeout: float) ->
             if time.monotonic() - start > boot_timeout:
                 lines = console.read_text(errors="replace").splitlines() if console.exists() else []
                 raise NotReady(f"the guest was not ready in {boot_timeout:.0f} s, its "
-                                       f"last line {lines[-1] if lines else None!r} "
-                                       f"(console: {console})")
+                               f"last line {lines[-1] if lines else None!r} "
+                               f"(console: {console})")
             time.sleep(0.5)
         booted = time.monotonic()
         qmp = _Qmp(qmp_path, timeout=boot_timeout)
@@ -227,8 +226,7 @@ def _boot_and_dump(root: Path, out: Path, workdir: Path, boot_timeout: float) ->
             qemu.kill()
             qemu.wait()
     text = console.read_text(errors="replace")
-    name = kernel.name if kernel.name != "vmlinuz" else f"vmlinuz-{kernel.parent.name}"
-    return {"kernel": name, "boot_s": booted - start, "dump_s": dumped - booted,
+    return {"kernel": f"vmlinuz-{version}", "boot_s": booted - start, "dump_s": dumped - booted,
             "meminfo": [ln.strip() for ln in text.splitlines()
                         if re.match(r"\s*(MemFree|Cached|AnonPages|Shmem):", ln)]}
 

@@ -18,8 +18,7 @@ away from its physical address, s390x.py). Checked page for page against makedum
 1.7.2 on a Debian 12 (6.1) x86_64 vmcore and on the s390x sample dump (qemu-user), and
 against makedumpfile 1.7.8 on Debian 13's 6.12 and its backports' 6.16, 6.17, 6.18 and
 7.3 x86_64 vmcores and on the memory of Debian's s390x 6.12 and 7.2 kernels (under
-qemu-system-s390x;
-the s390x makedumpfile under qemu-user), in the end-to-end tests.
+qemu-system-s390x; the s390x makedumpfile under qemu-user), in the end-to-end tests.
 """
 
 from __future__ import annotations
